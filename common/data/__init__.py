@@ -1,0 +1,58 @@
+"""Data: the embedded phantom dataset, MSD ``dataset.json`` loading, k-fold splits and per-structure samples.
+
+Names are re-exported lazily (PEP 562), so ``import common.data`` stays cheap; configs can use the short paths, e.g.
+``"$common.data.load_msd_dataset(@dataset_dir)"`` or ``"_target_": "common.data.SelectStructured"``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = [
+    "Fold",
+    "MSDDataset",
+    "SelectSliced",
+    "SelectStructured",
+    "binary_label",
+    "case_ids",
+    "download_msd_task",
+    "expand_structures",
+    "generate_dataset",
+    "kfold_splits",
+    "load_label_array",
+    "load_msd_dataset",
+    "msd_task_dir",
+    "resolve_structures",
+    "select_fold",
+    "validate_case",
+]
+
+_SOURCES = {
+    "Fold": "splits",
+    "case_ids": "splits",
+    "kfold_splits": "splits",
+    "select_fold": "splits",
+    "MSDDataset": "msd",
+    "load_label_array": "msd",
+    "load_msd_dataset": "msd",
+    "validate_case": "msd",
+    "SelectSliced": "structures",
+    "SelectStructured": "structures",
+    "binary_label": "structures",
+    "expand_structures": "structures",
+    "resolve_structures": "structures",
+    "download_msd_task": "download",
+    "msd_task_dir": "download",
+    "generate_dataset": "phantoms",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SOURCES:
+        return getattr(importlib.import_module(f"common.data.{_SOURCES[name]}"), name)
+    raise AttributeError(f"module 'common.data' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
