@@ -1,0 +1,70 @@
+"""Interactive-segmentation benchmark: metrics, evaluation cases, the robot-user loop, records, plots.
+
+Re-exports only, resolved lazily (PEP 562) so ``import common.evaluation`` does not import torch/MONAI until a
+name is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from common.evaluation.baselines import IntensityRegionGrowAdapter
+    from common.evaluation.cases import CaseInfo, EvalCase, load_eval_cases
+    from common.evaluation.loop import RESULT_FILES, EvaluationResult, ModelAdapter, run_interactive_evaluation
+    from common.evaluation.metrics import METRIC_NAMES, dice, evaluate_all, hd95, mean_surface_distance
+    from common.evaluation.plots import make_metric_figure, plot_metric_curves
+    from common.evaluation.records import RoundRecord, read_records, summarise
+
+__all__ = [
+    "METRIC_NAMES",
+    "RESULT_FILES",
+    "CaseInfo",
+    "EvalCase",
+    "EvaluationResult",
+    "IntensityRegionGrowAdapter",
+    "ModelAdapter",
+    "RoundRecord",
+    "dice",
+    "evaluate_all",
+    "hd95",
+    "load_eval_cases",
+    "make_metric_figure",
+    "mean_surface_distance",
+    "plot_metric_curves",
+    "read_records",
+    "run_interactive_evaluation",
+    "summarise",
+]
+
+_SOURCES = {
+    "IntensityRegionGrowAdapter": "baselines",
+    "CaseInfo": "cases",
+    "EvalCase": "cases",
+    "load_eval_cases": "cases",
+    "RESULT_FILES": "loop",
+    "EvaluationResult": "loop",
+    "ModelAdapter": "loop",
+    "run_interactive_evaluation": "loop",
+    "METRIC_NAMES": "metrics",
+    "dice": "metrics",
+    "evaluate_all": "metrics",
+    "hd95": "metrics",
+    "mean_surface_distance": "metrics",
+    "make_metric_figure": "plots",
+    "plot_metric_curves": "plots",
+    "RoundRecord": "records",
+    "read_records": "records",
+    "summarise": "records",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SOURCES:
+        return getattr(importlib.import_module(f"{__name__}.{_SOURCES[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
