@@ -17,3 +17,10 @@ def test_common_is_this_repository_package() -> None:
 def test_version_has_changelog_entry() -> None:
     changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
     assert re.search(rf"^## \[{re.escape(common.__version__)}\]", changelog, flags=re.MULTILINE)
+
+
+def test_subpackages_load_on_attribute_access() -> None:
+    import importlib
+
+    for name in common.SUBPACKAGES:
+        assert getattr(common, name) is importlib.import_module(f"common.{name}")

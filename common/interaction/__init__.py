@@ -7,6 +7,15 @@ from __future__ import annotations
 
 from common.interaction.click_robot import CentreOfErrorClickRobot, deepest_voxel
 from common.interaction.robot import RobotUser, error_masks
+from common.interaction.slice_robot import SliceCorrectionRobot, correction_schedule
 from common.interaction.state import InteractionState
 
-__all__ = ["CentreOfErrorClickRobot", "InteractionState", "RobotUser", "deepest_voxel", "error_masks"]
+__all__ = [
+    "CentreOfErrorClickRobot",
+    "InteractionState",
+    "RobotUser",
+    "SliceCorrectionRobot",
+    "correction_schedule",
+    "deepest_voxel",
+    "error_masks",
+]

@@ -1,0 +1,331 @@
+"""Slice-by-slice mask propagation through a volume from user-annotated slices (framework-light: torch only).
+
+A 2D model ``predict_fn`` maps a batch of ``(image slice, prior mask)`` pairs ``(B, 2, H, W)`` to foreground
+probabilities (or binary masks) ``(B, H, W)``. From every user slice ``s`` two *fronts* run, one towards higher slice
+indices (direction +1, "up") and one towards lower indices (-1, "down"): slice ``s + d`` is predicted from
+``(image[..., s + d], user mask of s)``, slice ``s + 2d`` from ``(image[..., s + 2d], mask predicted at s + d)``, and
+so on. The prior is always the *binarised* previous prediction (``probability > threshold``), as in training where
+the prior is a ground-truth mask. A front stops
+
+- at the volume edge,
+- at the slice limit set by the merge rule (never beyond the next user slice; see :mod:`common.propagation.merge`),
+- after ``max_empty_slices`` consecutive empty predictions (those empty slices are part of the output, as empty).
+
+All active fronts advance in lockstep; with ``batch_fronts=True`` their slices go through ``predict_fn`` together
+(``B`` = number of active fronts, optionally capped by ``max_batch_size``), and whether each front's new mask is
+empty is read back with a single host sync per step. Everything stays on the image's device.
+
+User-annotated slices are never changed: the output equals the user's mask there, and no input is modified in
+place (``predict_fn`` receives a freshly stacked tensor each call).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from common.propagation.merge import MergeContext, MergeRule, get_merge_rule
+from common.propagation.validation import validate_image, validate_slice_annotation
+
+__all__ = ["FrontRecord", "PredictFn", "PropagationResult", "propagate"]
+
+logger = logging.getLogger(__name__)
+
+#: ``(B, 2, H, W)`` batch (channel 0 image slice, channel 1 prior mask) -> ``(B, H, W)`` foreground probability.
+PredictFn = Callable[[torch.Tensor], torch.Tensor]
+
+StopReason = Literal["edge", "limit", "empty"]
+
+
+@dataclass(frozen=True)
+class FrontRecord:
+    """What one front did.
+
+    Attributes:
+        source: the user slice it started from.
+        direction: +1 (towards higher slice indices) or -1.
+        n_predicted: number of slices it predicted: ``source + direction * i`` for ``i = 1..n_predicted``.
+        stop: why it stopped: ``"edge"`` (volume edge), ``"limit"`` (the merge rule's limit, e.g. the next user slice
+            or the midpoint), or ``"empty"`` (``max_empty_slices`` consecutive empty predictions).
+    """
+
+    source: int
+    direction: int
+    n_predicted: int
+    stop: StopReason
+
+    @property
+    def slices(self) -> list[int]:
+        """The slice indices it predicted, in propagation order."""
+        return [self.source + self.direction * i for i in range(1, self.n_predicted + 1)]
+
+
+@dataclass(frozen=True)
+class PropagationResult:
+    """Output of :func:`propagate`. Volumes are ``(H, W, D)`` with the propagation axis last.
+
+    Attributes:
+        mask: bool ``(H, W, D)`` segmentation: merged probability ``> threshold``, and exactly the user's masks on
+            user slices.
+        probability: ``(H, W, D)`` merged foreground probability (float, the image's float dtype or float32; 0/1 on
+            user slices), or ``None`` when ``keep_probability=False``.
+        source: per slice ``k``: ``k`` itself for a user slice; else the user slice whose propagation determined it
+            (for fused slices the front with the larger weight, ties to the lower user slice); -1 if no front
+            predicted it (beyond a stopped front), in which case the slice is empty.
+        direction: per slice: +1 if it came from a user slice below it (propagating towards higher indices), -1 if
+            from above, 0 for user slices and unreached slices.
+        weights: float32 ``(D, 2)`` CPU tensor, the merge rule's weights of the (up, down) candidate fronts.
+        reached: bool ``(D, 2)`` CPU tensor, whether the (up, down) candidate fronts predicted the slice.
+        fronts: one :class:`FrontRecord` per user slice and direction (user slices in the order given, down first).
+        n_calls: number of ``predict_fn`` calls.
+        merge: the merge rule used.
+    """
+
+    mask: torch.Tensor
+    probability: torch.Tensor | None
+    source: tuple[int, ...]
+    direction: tuple[int, ...]
+    weights: torch.Tensor
+    reached: torch.Tensor
+    fronts: tuple[FrontRecord, ...]
+    n_calls: int
+    merge: MergeRule
+
+    @property
+    def n_predicted(self) -> int:
+        """Total number of slices predicted (the number of samples that went through ``predict_fn``)."""
+        return sum(f.n_predicted for f in self.fronts)
+
+
+class _Front:
+    """Mutable state of a running front."""
+
+    __slots__ = ("direction", "empty_run", "max_steps", "n_predicted", "prior", "source", "stop")
+
+    def __init__(self, source: int, direction: int, max_steps: int, prior: torch.Tensor, stop: StopReason) -> None:
+        self.source = source
+        self.direction = direction
+        self.max_steps = max_steps
+        self.prior = prior
+        self.stop: StopReason = stop  # reason used if it runs out of steps
+        self.n_predicted = 0
+        self.empty_run = 0
+
+    @property
+    def next_slice(self) -> int:
+        return self.source + self.direction * (self.n_predicted + 1)
+
+    def record(self) -> FrontRecord:
+        return FrontRecord(self.source, self.direction, self.n_predicted, self.stop)
+
+
+def _check_options(threshold: float, max_empty_slices: int | None, max_batch_size: int | None) -> None:
+    if not isinstance(threshold, int | float) or isinstance(threshold, bool) or not 0.0 <= threshold < 1.0:
+        raise ValueError(f"threshold must be a number in [0, 1), got {threshold!r}.")
+    if max_empty_slices is not None and (
+        isinstance(max_empty_slices, bool) or not isinstance(max_empty_slices, int) or max_empty_slices < 1
+    ):
+        raise ValueError(f"max_empty_slices must be an integer >= 1 or None, got {max_empty_slices!r}.")
+    if max_batch_size is not None and (
+        isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1
+    ):
+        raise ValueError(f"max_batch_size must be an integer >= 1 or None, got {max_batch_size!r}.")
+
+
+def _predict(predict_fn: PredictFn, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Call ``predict_fn`` on ``x`` ``(B, 2, H, W)`` and check it returns ``(B, H, W)`` (or ``(B, 1, H, W)``)."""
+    out: Any = predict_fn(x)
+    if not isinstance(out, torch.Tensor):
+        raise ValueError(f"predict_fn must return a torch tensor, got {type(out).__name__}.")
+    b, _, h, w = x.shape
+    if out.ndim == 4 and out.shape[1] == 1:
+        out = out[:, 0]
+    if tuple(out.shape) != (b, h, w):
+        raise ValueError(
+            f"predict_fn must return foreground probabilities of shape (B, H, W) = {(b, h, w)} for an input of "
+            f"shape {tuple(x.shape)}, got {tuple(out.shape)}."
+        )
+    return out.to(device=x.device, dtype=dtype)
+
+
+def _neighbours(slices: list[int], s: int) -> tuple[int | None, int | None]:
+    """The user slices just below and just above ``s`` in the sorted list ``slices``."""
+    i = slices.index(s)
+    return (slices[i - 1] if i > 0 else None), (slices[i + 1] if i + 1 < len(slices) else None)
+
+
+def propagate(
+    image: torch.Tensor | np.ndarray,
+    annotation: Mapping[int, Any],
+    predict_fn: PredictFn,
+    max_empty_slices: int | None = 2,
+    merge: str | MergeRule = "nearest",
+    threshold: float = 0.5,
+    batch_fronts: bool = True,
+    *,
+    max_batch_size: int | None = None,
+    keep_probability: bool = True,
+) -> PropagationResult:
+    """Propagate user-annotated slices through a volume with a 2D (image, prior) -> mask model.
+
+    Args:
+        image: ``(H, W, D)`` volume (torch tensor or numpy array), propagation axis last (move it there first, e.g.
+            ``image.movedim(axis, -1)``). Integer images are converted to float32 for ``predict_fn``.
+        annotation: user slices: slice index ``k`` (``0 <= k < D``) -> ``(H, W)`` binary mask (bool or 0/1; not
+            all zero). The iteration order is the annotation order used by ``merge="overwrite"`` (first = oldest).
+        predict_fn: ``(B, 2, H, W)`` batch (channel 0: image slices, channel 1: prior masks as 0/1 floats, both in
+            the image's float dtype on its device) -> ``(B, H, W)`` foreground probability or 0/1 mask.
+        max_empty_slices: a front stops after this many consecutive empty predictions (they are kept as empty
+            slices); ``None`` never stops on emptiness (only at the edge / merge limit).
+        merge: ``"nearest"`` (default), ``"overwrite"``, ``"fusion"`` or a :class:`~common.propagation.merge.
+            MergeRule` instance; see :mod:`common.propagation.merge` for the semantics.
+        threshold: a pixel is foreground where the probability is ``> threshold`` (also for the priors).
+        batch_fronts: advance all active fronts in one ``predict_fn`` call per step (``B`` = active fronts);
+            ``False`` calls it once per front (``B = 1``). Results are identical up to the numerics of ``predict_fn``
+            on different batch sizes.
+        max_batch_size: optional cap on ``B`` per call when batching (memory), ``None`` = no cap.
+        keep_probability: keep the merged probability volume in the result.
+
+    Returns:
+        A :class:`PropagationResult` (mask, probability, per-slice provenance, per-front records).
+
+    Raises:
+        ValueError: invalid image or annotation (see :mod:`common.propagation.validation`), invalid options, or a
+            ``predict_fn`` output of the wrong shape.
+    """
+    _check_options(threshold, max_empty_slices, max_batch_size)
+    img = validate_image(image, "image", ndim=3)
+    masks = validate_slice_annotation(annotation, tuple(img.shape), img.device, "annotation")
+    rule = get_merge_rule(merge)
+    dtype = img.dtype if img.is_floating_point() else torch.float32
+    img = img.to(dtype)
+    height, width, depth = img.shape
+    batch_size = (max_batch_size or len(masks) * 2) if batch_fronts else 1
+
+    ordered = sorted(masks)
+    fronts: list[_Front] = []
+    for s in masks:  # order given
+        below, above = _neighbours(ordered, s)
+        prior = masks[s].to(dtype)
+        for direction, neighbour in ((-1, below), (1, above)):
+            limit = rule.reach(s, neighbour, direction, depth)
+            edge = depth - 1 if direction > 0 else 0
+            if neighbour is not None:  # never cross the neighbouring user slice, whatever the rule says
+                limit = min(limit, neighbour - 1) if direction > 0 else max(limit, neighbour + 1)
+            limit = min(max(limit, 0), depth - 1)
+            steps = max(0, (limit - s) * direction)
+            fronts.append(_Front(s, direction, steps, prior, "edge" if limit == edge else "limit"))
+
+    prob_up = torch.zeros((depth, height, width), dtype=dtype, device=img.device)
+    prob_down = torch.zeros_like(prob_up)
+    active = [f for f in fronts if f.max_steps > 0]
+    n_calls = 0
+    while active:
+        targets = [f.next_slice for f in active]
+        x = torch.stack(
+            (torch.stack([img[..., t] for t in targets]), torch.stack([f.prior for f in active])), dim=1
+        )  # (B, 2, H, W)
+        chunks = []
+        for start in range(0, len(active), batch_size):
+            chunks.append(_predict(predict_fn, x[start : start + batch_size], dtype))
+            n_calls += 1
+        prob = chunks[0] if len(chunks) == 1 else torch.cat(chunks)
+        foreground = prob > threshold
+        nonempty = foreground.flatten(1).any(1).tolist()  # the one host sync of this step
+        still_active = []
+        for i, (front, t) in enumerate(zip(active, targets, strict=True)):
+            (prob_up if front.direction > 0 else prob_down)[t] = prob[i]
+            front.prior = foreground[i].to(dtype)
+            front.n_predicted += 1
+            front.empty_run = 0 if nonempty[i] else front.empty_run + 1
+            if max_empty_slices is not None and front.empty_run >= max_empty_slices:
+                front.stop = "empty"
+            elif front.n_predicted < front.max_steps:
+                still_active.append(front)
+        active = still_active
+
+    records = tuple(f.record() for f in fronts)
+    ctx = _merge_context(records, list(masks), depth)
+    w_up, w_down = rule.weights(ctx)
+    for name, w in (("w_up", w_up), ("w_down", w_down)):
+        if not isinstance(w, torch.Tensor) or tuple(w.shape) != (depth,):
+            raise ValueError(
+                f"merge rule {rule!r} returned {name} of shape {getattr(w, 'shape', None)}, not ({depth},)"
+            )
+    # merged = w_up * p_up + w_down * p_down, in place to avoid another volume-sized temporary
+    merged = prob_up.mul_(w_up.to(device=img.device, dtype=dtype).view(-1, 1, 1))
+    merged.addcmul_(prob_down, w_down.to(device=img.device, dtype=dtype).view(-1, 1, 1))
+    del prob_down
+    mask = merged > threshold
+    for s, m in masks.items():
+        mask[s] = m
+        merged[s] = m.to(dtype)
+
+    source, provenance_direction = _provenance(ctx, w_up, w_down)
+    logger.debug(
+        "propagated %d user slices with %s: %d predictions in %d calls; fronts %s",
+        len(masks),
+        rule,
+        sum(r.n_predicted for r in records),
+        n_calls,
+        [(r.source, r.direction, r.n_predicted, r.stop) for r in records],
+    )
+    return PropagationResult(
+        mask=mask.permute(1, 2, 0).contiguous(),
+        probability=merged.permute(1, 2, 0).contiguous() if keep_probability else None,
+        source=source,
+        direction=provenance_direction,
+        weights=torch.stack((w_up, w_down), dim=1).float(),
+        reached=torch.stack((ctx.reached_up, ctx.reached_down), dim=1),
+        fronts=records,
+        n_calls=n_calls,
+        merge=rule,
+    )
+
+
+def _merge_context(records: tuple[FrontRecord, ...], order: list[int], depth: int) -> MergeContext:
+    """Build the per-slice :class:`MergeContext` from the user slices and what each front predicted."""
+    lower = torch.full((depth,), -1, dtype=torch.int64)
+    upper = torch.full((depth,), -1, dtype=torch.int64)
+    is_user = torch.zeros(depth, dtype=torch.bool)
+    ordered = sorted(order)
+    for s in ordered:  # ascending: later (higher) user slices overwrite `lower` above them
+        lower[s + 1 :] = s
+        is_user[s] = True
+    for s in reversed(ordered):
+        upper[:s] = s
+    reached_up = torch.zeros(depth, dtype=torch.bool)
+    reached_down = torch.zeros(depth, dtype=torch.bool)
+    for r in records:
+        if r.n_predicted:
+            lo, hi = sorted((r.source + r.direction, r.source + r.direction * r.n_predicted))
+            (reached_up if r.direction > 0 else reached_down)[lo : hi + 1] = True
+    return MergeContext(tuple(order), lower, upper, reached_up, reached_down, is_user)
+
+
+def _provenance(ctx: MergeContext, w_up: torch.Tensor, w_down: torch.Tensor) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Per-slice (source user slice, direction) of the dominant front that predicted each slice."""
+    e_up = torch.where(ctx.reached_up, w_up.float(), 0.0).tolist()
+    e_down = torch.where(ctx.reached_down, w_down.float(), 0.0).tolist()
+    lower, upper, is_user = ctx.lower.tolist(), ctx.upper.tolist(), ctx.is_user.tolist()
+    source: list[int] = []
+    direction: list[int] = []
+    for k in range(ctx.depth):
+        if is_user[k]:
+            source.append(k)
+            direction.append(0)
+        elif e_up[k] > 0 and e_up[k] >= e_down[k]:
+            source.append(lower[k])
+            direction.append(1)
+        elif e_down[k] > 0:
+            source.append(upper[k])
+            direction.append(-1)
+        else:
+            source.append(-1)
+            direction.append(0)
+    return tuple(source), tuple(direction)
