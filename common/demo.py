@@ -15,15 +15,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-__all__ = ["main", "run_region_grow_baseline"]
+__all__ = ["main", "run_region_grow_baseline", "run_slice_propagation"]
 
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+PROPAGATION_BUNDLE = REPO_ROOT / "bundles" / "slice_propagation"
 
 
 def _ensure_dataset(data_dir: Path, n_cases: int, seed: int) -> Path:
@@ -63,6 +67,105 @@ def run_region_grow_baseline(data_dir: Path, out_dir: Path, n_rounds: int, fold:
     return Path(result.files["summary"])
 
 
+def _nifti(path: str | Path) -> Any:
+    """``nibabel.load`` typed loosely (nibabel's stubs return a base class without ``dataobj``/``affine``)."""
+    import nibabel as nib
+
+    return nib.load(path)
+
+
+def _monai_bundle(args: list[str], log: Path) -> None:
+    """Run ``python -m monai.bundle ARGS``, logging to ``log``; raise with the log's tail if it fails."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f:
+        result = subprocess.run([sys.executable, "-m", "monai.bundle", *args], stdout=f, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        tail = "\n".join(log.read_text().splitlines()[-30:])
+        raise RuntimeError(f"monai.bundle {args[0]} failed (exit {result.returncode}), see {log}:\n{tail}")
+
+
+def _write_middle_slice_annotation(data_dir: Path, case_id: str, structure: str, out_dir: Path) -> tuple[Path, Path]:
+    """Simulate a user who annotated the middle slice of ``structure`` in ``case_id``; returns (image, annotation)."""
+    import nibabel as nib
+    import numpy as np
+
+    from common.data import load_msd_dataset
+    from common.transforms import middle_slice_index
+
+    dataset = load_msd_dataset(data_dir)
+    item = next(i for i in dataset.training if i["case_id"] == case_id)
+    value = dataset.label_value(structure)
+    label_img = _nifti(item["label"])
+    mask = (np.asarray(label_img.dataobj) == value).astype(np.uint8)
+    k = middle_slice_index(mask, axis=2)
+    annotation = np.zeros_like(mask)
+    annotation[..., k] = mask[..., k]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{case_id}_{structure}_annotation.nii.gz"
+    nib.save(nib.Nifti1Image(annotation, label_img.affine), path)
+    return Path(item["image"]), path
+
+
+def run_slice_propagation(data_dir: Path, out_dir: Path, n_rounds: int, epochs: int) -> Path:
+    """Train the slice-propagation bundle's quick configuration, propagate one annotated slice of an unseen
+    structure with ``inference.json``, and run the correction protocol with ``evaluate.json``.
+
+    Returns:
+        the path of the evaluation's ``summary.json``.
+    """
+    import numpy as np
+
+    from common.data import load_msd_dataset, select_fold
+    from common.evaluation import dice
+    from common.visualization import save_label_montage
+
+    configs = PROPAGATION_BUNDLE / "configs"
+    models, runs = out_dir / "models", out_dir / "runs"
+    common_args = ["--bundle_root", str(PROPAGATION_BUNDLE), "--dataset_dir", str(data_dir), "--ckpt_dir", str(models)]
+    start = time.perf_counter()
+    print(f"[demo] slice propagation: training the quick configuration for {epochs} epochs ...")
+    train_files = repr([str(configs / "train.json"), str(configs / "quick.json")])
+    _monai_bundle(
+        ["run", "--config_file", train_files, *common_args, "--output_dir", str(runs), "--max_epochs", str(epochs)],
+        out_dir / "train.log",
+    )
+    print(f"[demo] trained in {time.perf_counter() - start:.0f} s (log: {out_dir / 'train.log'})")
+
+    case_id = select_fold(load_msd_dataset(data_dir).training, 0).val[0]["case_id"]
+    image, annotation = _write_middle_slice_annotation(data_dir, case_id, "kidney_right", out_dir / "annotations")
+    datalist = out_dir / "datalist.json"
+    datalist.write_text(json.dumps({"datalist": [{"image": str(image), "annotation": str(annotation)}]}))
+    infer_files = repr([str(configs / "inference.json"), str(configs / "quick.json"), str(datalist)])
+    masks = out_dir / "masks"
+    _monai_bundle(
+        ["run", "--config_file", infer_files, "--bundle_root", str(PROPAGATION_BUNDLE),
+         "--ckpt_path", str(models / "model.pt"), "--output_dir", str(masks)],
+        out_dir / "inference.log",
+    )  # fmt: skip
+    mask_path = masks / f"{case_id}_propagated.nii.gz"
+    mask = np.asarray(_nifti(mask_path).dataobj) > 0
+    dataset = load_msd_dataset(data_dir)
+    label_path = next(i["label"] for i in dataset.training if i["case_id"] == case_id)
+    truth = np.asarray(_nifti(label_path).dataobj) == dataset.label_value("kidney_right")
+    png = save_label_montage(
+        np.asarray(_nifti(image).dataobj), truth.astype(np.uint8), out_dir / "kidney_right_propagation.png",
+        label_names={1: "kidney_right (ground truth)"}, prediction=mask.astype(np.uint8),
+        title=f"{case_id}: one annotated slice of an unseen structure, propagated (contour)",
+    )  # fmt: skip
+    print(f"[demo] propagated one slice of kidney_right (unseen) in {case_id}: Dice {dice(mask, truth):.3f} -> {png}")
+
+    subset = out_dir / "eval_subset.json"  # the demo evaluates one validation volume (all its structures)
+    subset.write_text(
+        json.dumps({"eval_items": "$common.data.expand_structures(@split.val[:1], @dataset, level='volume')"})
+    )
+    eval_files = repr([str(configs / f) for f in ("train.json", "evaluate.json", "quick.json")] + [str(subset)])
+    _monai_bundle(
+        ["run", "--config_file", eval_files, *common_args, "--output_dir", str(out_dir), "--n_rounds", str(n_rounds)],
+        out_dir / "evaluate.log",
+    )
+    return out_dir / "interactive_nearest" / "summary.json"
+
+
 def _print_summary(summary_path: Path, label: str) -> None:
     summary = json.loads(summary_path.read_text())
     for method, block in summary["methods"].items():
@@ -80,6 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cases", type=int, default=12, help="phantom cases to generate if --data has none")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=5, help="interaction rounds per structure")
+    parser.add_argument("--epochs", type=int, default=4, help="training epochs of the quick slice-propagation model")
+    parser.add_argument("--skip-propagation", action="store_true", help="only run the region-growing baseline")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -89,6 +194,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = run_region_grow_baseline(data_dir, out / "region_grow", n_rounds=args.rounds)
     _print_summary(summary, "clicks")
     print(f"[demo] wrote {summary.parent}/rounds.csv, summary.json and curves.png")
+    if not args.skip_propagation:
+        summary = run_slice_propagation(data_dir, out / "slice_propagation", n_rounds=args.rounds, epochs=args.epochs)
+        _print_summary(summary, "slices")
+        print(f"[demo] wrote {summary.parent}/rounds.csv, summary.json and curves.png")
     return 0
 
 

@@ -34,11 +34,13 @@ def correction_schedule(label: np.ndarray, axis: int = 2, step_fraction: float =
         slice indices along ``axis``, no repeats, the middle first.
 
     Raises:
-        ValueError: empty label or a step fraction outside (0, 1].
+        ValueError: empty label, an axis that is not an axis of the label, or a step fraction outside (0, 1].
     """
     if not 0.0 < step_fraction <= 1.0:
         raise ValueError(f"step_fraction must lie in (0, 1], got {step_fraction}")
     lab = np.asarray(label) > 0
+    if isinstance(axis, bool) or not isinstance(axis, int | np.integer) or not 0 <= axis < lab.ndim:
+        raise ValueError(f"axis must be an array axis of the label (0..{lab.ndim - 1}), got {axis!r}")
     present: np.ndarray = np.asarray(lab.any(axis=tuple(i for i in range(lab.ndim) if i != axis)))
     nonempty = np.flatnonzero(present)
     if nonempty.size == 0:
@@ -63,12 +65,19 @@ class SliceCorrectionRobot(RobotUser):
     Args:
         step_fraction: correction step as a fraction of the structure's extent (0.1 in the thesis).
         axis: slice axis of the stored array (2 = axial for RAS-stored volumes).
+
+    Raises:
+        ValueError: ``step_fraction`` outside (0, 1] or ``axis`` not 0, 1 or 2.
     """
 
     name = "slice_correction"
 
     def __init__(self, step_fraction: float = 0.1, axis: int = 2) -> None:
         super().__init__()
+        if not 0.0 < step_fraction <= 1.0:
+            raise ValueError(f"step_fraction must lie in (0, 1], got {step_fraction}")
+        if isinstance(axis, bool) or axis not in (0, 1, 2):
+            raise ValueError(f"axis must be 0, 1 or 2 (an axis of the (H, W, D) volume), got {axis!r}")
         self.step_fraction = step_fraction
         self.axis = axis
         self._schedule: list[int] = []

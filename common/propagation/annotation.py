@@ -83,10 +83,16 @@ def slice_axis_in_array(affine: np.ndarray, world_axis: int = 2) -> int:
     """The array axis of an image with ``affine`` that runs along ``world_axis`` (0 = L-R, 1 = P-A, 2 = I-S).
 
     Slice propagation runs along the RAS axis ``world_axis`` of the re-oriented image; this finds the same axis in
-    the image as it was stored (e.g. axis 0 for a sagittally stored volume).
+    the image as it was stored (e.g. axis 0 for a volume stored with S first).
+
+    Raises:
+        ValueError: ``world_axis`` is not 0, 1 or 2, or no single array axis runs along it (a degenerate affine).
     """
+    if isinstance(world_axis, bool) or world_axis not in (0, 1, 2):
+        raise ValueError(f"world_axis must be 0 (L-R), 1 (P-A) or 2 (I-S), got {world_axis!r}")
     orientation = nib.orientations.io_orientation(np.asarray(affine, dtype=np.float64))
-    matches = [i for i, (w, _) in enumerate(orientation) if int(w) == world_axis]
+    # rows of a degenerate (e.g. singular) affine's orientation are NaN: those array axes match no world axis
+    matches = [i for i, (w, _) in enumerate(orientation) if np.isfinite(w) and int(w) == world_axis]
     if len(matches) != 1:
         raise ValueError(f"cannot find the array axis along world axis {world_axis} in affine\n{affine}")
     return matches[0]

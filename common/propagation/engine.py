@@ -12,8 +12,10 @@ the prior is a ground-truth mask. A front stops
 - after ``max_empty_slices`` consecutive empty predictions (those empty slices are part of the output, as empty).
 
 All active fronts advance in lockstep; with ``batch_fronts=True`` their slices go through ``predict_fn`` together
-(``B`` = number of active fronts, optionally capped by ``max_batch_size``), and whether each front's new mask is
-empty is read back with a single host sync per step. Everything stays on the image's device.
+(``B`` = number of active fronts, optionally capped by ``max_batch_size``). Whether each front's new mask is empty is
+read back with a single host sync per step, and only when ``max_empty_slices`` is set: without an emptiness stop the
+whole propagation is queued on the device without waiting for it. Everything stays on the image's device; the volume
+is copied once into a slice-major ``(D, H, W)`` layout so that reading a slice per step is a contiguous copy.
 
 User-annotated slices are never changed: the output equals the user's mask there, and no input is modified in
 place (``predict_fn`` receives a freshly stacked tensor each call).
@@ -30,7 +32,7 @@ import numpy as np
 import torch
 
 from common.propagation.merge import MergeContext, MergeRule, get_merge_rule
-from common.propagation.validation import validate_image, validate_slice_annotation
+from common.propagation.validation import validate_image, validate_propagation_options, validate_slice_annotation
 
 __all__ = ["FrontRecord", "PredictFn", "PropagationResult", "propagate"]
 
@@ -124,19 +126,6 @@ class _Front:
         return FrontRecord(self.source, self.direction, self.n_predicted, self.stop)
 
 
-def _check_options(threshold: float, max_empty_slices: int | None, max_batch_size: int | None) -> None:
-    if not isinstance(threshold, int | float) or isinstance(threshold, bool) or not 0.0 <= threshold < 1.0:
-        raise ValueError(f"threshold must be a number in [0, 1), got {threshold!r}.")
-    if max_empty_slices is not None and (
-        isinstance(max_empty_slices, bool) or not isinstance(max_empty_slices, int) or max_empty_slices < 1
-    ):
-        raise ValueError(f"max_empty_slices must be an integer >= 1 or None, got {max_empty_slices!r}.")
-    if max_batch_size is not None and (
-        isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1
-    ):
-        raise ValueError(f"max_batch_size must be an integer >= 1 or None, got {max_batch_size!r}.")
-
-
 def _predict(predict_fn: PredictFn, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Call ``predict_fn`` on ``x`` ``(B, 2, H, W)`` and check it returns ``(B, H, W)`` (or ``(B, 1, H, W)``)."""
     out: Any = predict_fn(x)
@@ -198,13 +187,70 @@ def propagate(
         ValueError: invalid image or annotation (see :mod:`common.propagation.validation`), invalid options, or a
             ``predict_fn`` output of the wrong shape.
     """
-    _check_options(threshold, max_empty_slices, max_batch_size)
+    validate_propagation_options(threshold, max_empty_slices, max_batch_size)
     img = validate_image(image, "image", ndim=3)
     masks = validate_slice_annotation(annotation, tuple(img.shape), img.device, "annotation")
+    return _propagate_validated(
+        img,
+        masks,
+        predict_fn,
+        max_empty_slices=max_empty_slices,
+        merge=merge,
+        threshold=threshold,
+        batch_fronts=batch_fronts,
+        max_batch_size=max_batch_size,
+        keep_probability=keep_probability,
+    )
+
+
+def _slice_major(img: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``img`` ``(H, W, D)`` as a contiguous ``(D, H, W)`` tensor of ``dtype`` (a view where it already is one)."""
+    height, width, depth = img.shape
+    if img.dtype == dtype and img.is_contiguous():
+        # a 2D transpose (H * W, D) -> (D, H * W): torch's blocked transpose copy, faster than a 3D permuted copy
+        flat = torch.empty((depth, height * width), dtype=dtype, device=img.device)
+        return flat.copy_(img.reshape(height * width, depth).t()).view(depth, height, width)
+    permuted = img.permute(2, 0, 1)
+    if permuted.dtype == dtype:
+        return permuted.contiguous()
+    return torch.empty(permuted.shape, dtype=dtype, device=img.device).copy_(permuted)
+
+
+def _depth_last(t: torch.Tensor) -> torch.Tensor:
+    """A contiguous ``(D, H, W)`` tensor as a new contiguous ``(H, W, D)`` tensor (via a 2D blocked transpose)."""
+    depth, height, width = t.shape
+    flat = torch.empty((height * width, depth), dtype=t.dtype, device=t.device)
+    return flat.copy_(t.view(depth, height * width).t()).view(height, width, depth)
+
+
+def _propagate_validated(
+    img: torch.Tensor,
+    masks: Mapping[int, torch.Tensor],
+    predict_fn: PredictFn,
+    *,
+    max_empty_slices: int | None,
+    merge: str | MergeRule,
+    threshold: float,
+    batch_fronts: bool,
+    max_batch_size: int | None,
+    keep_probability: bool,
+) -> PropagationResult:
+    """:func:`propagate` on inputs its callers have validated already (e.g. the inferer, which checks them itself).
+
+    Args:
+        img: ``(H, W, D)`` tensor as returned by :func:`~common.propagation.validation.validate_image` (3D, real,
+            finite); not modified.
+        masks: ``{k: (H, W) bool mask}`` on ``img``'s device as returned by
+            :func:`~common.propagation.validation.validate_slice_annotation` (in range, non-empty), in annotation
+            order; not modified.
+        predict_fn, max_empty_slices, merge, threshold, batch_fronts, max_batch_size, keep_probability: as for
+            :func:`propagate`; the numeric options already checked by
+            :func:`~common.propagation.validation.validate_propagation_options`.
+    """
     rule = get_merge_rule(merge)
     dtype = img.dtype if img.is_floating_point() else torch.float32
-    img = img.to(dtype)
     height, width, depth = img.shape
+    volume = _slice_major(img, dtype)  # (D, H, W): slice t is the contiguous volume[t]
     batch_size = (max_batch_size or len(masks) * 2) if batch_fronts else 1
 
     ordered = sorted(masks)
@@ -221,31 +267,38 @@ def propagate(
             steps = max(0, (limit - s) * direction)
             fronts.append(_Front(s, direction, steps, prior, "edge" if limit == edge else "limit"))
 
-    prob_up = torch.zeros((depth, height, width), dtype=dtype, device=img.device)
-    prob_down = torch.zeros_like(prob_up)
+    # rows 0..D-1: the up fronts' predictions of slices 0..D-1, rows D..2D-1: the down fronts'
+    prob_rows = torch.zeros((2 * depth, height, width), dtype=dtype, device=img.device)
     active = [f for f in fronts if f.max_steps > 0]
     n_calls = 0
     while active:
         targets = [f.next_slice for f in active]
-        x = torch.stack(
-            (torch.stack([img[..., t] for t in targets]), torch.stack([f.prior for f in active])), dim=1
-        )  # (B, 2, H, W)
-        chunks = []
+        # one copy for the whole batch: (image slice, prior) of every front, contiguous (B, 2, H, W)
+        x = torch.stack([t for f, k in zip(active, targets, strict=True) for t in (volume[k], f.prior)])
+        x = x.view(len(active), 2, height, width)
+        foreground_chunks = []
         for start in range(0, len(active), batch_size):
-            chunks.append(_predict(predict_fn, x[start : start + batch_size], dtype))
+            prob = _predict(predict_fn, x[start : start + batch_size], dtype)
             n_calls += 1
-        prob = chunks[0] if len(chunks) == 1 else torch.cat(chunks)
-        foreground = prob > threshold
-        nonempty = foreground.flatten(1).any(1).tolist()  # the one host sync of this step
+            for i in range(prob.shape[0]):  # per-row copies: on CPU faster than one index_copy_
+                front, t = active[start + i], targets[start + i]
+                prob_rows[t if front.direction > 0 else depth + t] = prob[i]
+            foreground_chunks.append(prob > threshold)
+        foreground = foreground_chunks[0] if len(foreground_chunks) == 1 else torch.cat(foreground_chunks)
+        priors = foreground.to(dtype)  # the next step's priors, (B, H, W)
+        nonempty: list[bool] = []
+        if max_empty_slices is not None:  # the one host sync of a step, only needed for the emptiness stop
+            nonempty = foreground.flatten(1).any(1).tolist()
         still_active = []
-        for i, (front, t) in enumerate(zip(active, targets, strict=True)):
-            (prob_up if front.direction > 0 else prob_down)[t] = prob[i]
-            front.prior = foreground[i].to(dtype)
+        for i, front in enumerate(active):
+            front.prior = priors[i]
             front.n_predicted += 1
-            front.empty_run = 0 if nonempty[i] else front.empty_run + 1
-            if max_empty_slices is not None and front.empty_run >= max_empty_slices:
-                front.stop = "empty"
-            elif front.n_predicted < front.max_steps:
+            if max_empty_slices is not None:
+                front.empty_run = 0 if nonempty[i] else front.empty_run + 1
+                if front.empty_run >= max_empty_slices:
+                    front.stop = "empty"
+                    continue
+            if front.n_predicted < front.max_steps:
                 still_active.append(front)
         active = still_active
 
@@ -258,9 +311,8 @@ def propagate(
                 f"merge rule {rule!r} returned {name} of shape {getattr(w, 'shape', None)}, not ({depth},)"
             )
     # merged = w_up * p_up + w_down * p_down, in place to avoid another volume-sized temporary
-    merged = prob_up.mul_(w_up.to(device=img.device, dtype=dtype).view(-1, 1, 1))
-    merged.addcmul_(prob_down, w_down.to(device=img.device, dtype=dtype).view(-1, 1, 1))
-    del prob_down
+    merged = prob_rows[:depth].mul_(w_up.to(device=img.device, dtype=dtype).view(-1, 1, 1))
+    merged.addcmul_(prob_rows[depth:], w_down.to(device=img.device, dtype=dtype).view(-1, 1, 1))
     mask = merged > threshold
     for s, m in masks.items():
         mask[s] = m
@@ -276,8 +328,8 @@ def propagate(
         [(r.source, r.direction, r.n_predicted, r.stop) for r in records],
     )
     return PropagationResult(
-        mask=mask.permute(1, 2, 0).contiguous(),
-        probability=merged.permute(1, 2, 0).contiguous() if keep_probability else None,
+        mask=_depth_last(mask),
+        probability=_depth_last(merged) if keep_probability else None,
         source=source,
         direction=provenance_direction,
         weights=torch.stack((w_up, w_down), dim=1).float(),

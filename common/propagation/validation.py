@@ -25,8 +25,10 @@ __all__ = [
     "as_tensor",
     "validate_binary",
     "validate_image",
+    "validate_propagation_options",
     "validate_slice_annotation",
     "validate_volume_annotation",
+    "volume_annotation_slices",
 ]
 
 
@@ -73,11 +75,33 @@ def validate_image(image: Any, name: str = "image", ndim: int = 3) -> torch.Tens
         raise ValueError(f"{name} has an empty dimension: shape {tuple(t.shape)}.")
     if t.dtype == torch.bool or t.is_complex():
         raise ValueError(f"{name} must be a real-valued numeric array, got dtype {t.dtype}.")
-    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+    # A NaN or infinite value makes the sum NaN or infinite (inf + finite = inf, inf - inf = NaN, NaN + x = NaN),
+    # so a finite sum proves every value finite in one cheap reduction; only a non-finite sum (a non-finite value,
+    # or an overflow of finite values) needs the exact element-wise check.
+    if t.is_floating_point() and not bool(torch.isfinite(t.sum())) and not bool(torch.isfinite(t).all()):
         n_nan = int(torch.isnan(t).sum())
         n_inf = int(torch.isinf(t).sum())
         raise ValueError(f"{name} contains non-finite values: {n_nan} NaN and {n_inf} infinite voxels.")
     return t
+
+
+def validate_propagation_options(threshold: float, max_empty_slices: int | None, max_batch_size: int | None) -> None:
+    """Check the numeric options of slice propagation (see :func:`common.propagation.engine.propagate`).
+
+    Raises:
+        ValueError: ``threshold`` not a number in ``[0, 1)``; ``max_empty_slices`` or ``max_batch_size`` neither
+            ``None`` nor an integer ``>= 1``.
+    """
+    if not isinstance(threshold, int | float) or isinstance(threshold, bool) or not 0.0 <= threshold < 1.0:
+        raise ValueError(f"threshold must be a number in [0, 1), got {threshold!r}.")
+    if max_empty_slices is not None and (
+        isinstance(max_empty_slices, bool) or not isinstance(max_empty_slices, int) or max_empty_slices < 1
+    ):
+        raise ValueError(f"max_empty_slices must be an integer >= 1 or None, got {max_empty_slices!r}.")
+    if max_batch_size is not None and (
+        isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1
+    ):
+        raise ValueError(f"max_batch_size must be an integer >= 1 or None, got {max_batch_size!r}.")
 
 
 def validate_binary(mask: torch.Tensor, name: str) -> torch.Tensor:
@@ -157,6 +181,36 @@ def validate_slice_annotation(
     return masks
 
 
+def _binary_nonzero(a: torch.Tensor, name: str, axis: int) -> tuple[torch.Tensor, list[int]]:
+    """``a != 0`` of a binary array (as :func:`validate_binary`) and the non-empty slices along ``axis``.
+
+    Same result and errors as ``validate_binary(a, name)`` followed by a per-slice ``any``, in two passes over the
+    volume instead of six: a value outside ``{0, 1}`` (NaN included) is non-zero, so it can only lie in a non-empty
+    slice, and only those slices need the value check.
+
+    Args:
+        a: array (numpy-like values, any dtype) of at least one dimension.
+        name: argument name used in error messages.
+        axis: the slice axis.
+
+    Returns:
+        The bool array (``a`` itself if already bool) and the indices ``k`` of the slices along ``axis`` with a
+        non-zero value, ascending.
+    """
+    if a.is_complex():
+        validate_binary(a, name)  # raises: complex masks are rejected
+    nonzero = a if a.dtype == torch.bool else a != 0
+    axis = axis % a.ndim
+    other = tuple(d for d in range(a.ndim) if d != axis)
+    per_slice = nonzero.any(dim=other) if other else nonzero
+    indices = [int(k) for k in torch.nonzero(per_slice).flatten().tolist()]
+    if indices and a.dtype != torch.bool:
+        values = a.index_select(axis, torch.as_tensor(indices, device=a.device))
+        if not bool(((values == 0) | (values == 1)).all()):
+            validate_binary(a, name)  # raises, with the offending values of the whole array in its message
+    return nonzero, indices
+
+
 def validate_volume_annotation(annotation: Any, shape: tuple[int, ...], name: str = "annotation") -> torch.Tensor:
     """Check an annotation volume (user slices non-zero, all other slices 0) and return it as a bool tensor.
 
@@ -168,13 +222,49 @@ def validate_volume_annotation(annotation: Any, shape: tuple[int, ...], name: st
     Raises:
         ValueError: wrong shape (image/annotation mismatch), non-binary values, or no annotated slice at all.
     """
+    return _checked_volume_annotation(annotation, shape, name, axis=-1)[0]
+
+
+def volume_annotation_slices(
+    annotation: Any, shape: tuple[int, ...], axis: int, name: str = "annotation"
+) -> dict[int, torch.Tensor]:
+    """Check an annotation volume like :func:`validate_volume_annotation` and return its annotated slices.
+
+    Args:
+        annotation: ``(H, W, D)`` binary volume (numpy or torch) with the same shape as the image.
+        shape: the image shape ``(H, W, D)``.
+        axis: the propagation axis: slice ``k`` is ``annotation`` at index ``k`` along ``axis``.
+        name: argument name used in error messages.
+
+    Returns:
+        ``{k: bool mask of slice k}`` for every slice ``k`` along ``axis`` with a non-zero value, ascending; each mask
+        has the volume's shape without ``axis`` (remaining axes in their order) and may share memory with the input.
+
+    Raises:
+        ValueError: as :func:`validate_volume_annotation`; ``axis`` not a dimension of ``shape``.
+    """
+    if isinstance(axis, bool) or not isinstance(axis, int) or not -len(shape) <= axis < len(shape):
+        raise ValueError(f"axis must be a dimension of the volume shape {tuple(shape)}, got {axis!r}.")
+    nonzero, indices = _checked_volume_annotation(annotation, shape, name, axis=axis)
+    return {k: nonzero.select(axis, k) for k in indices}
+
+
+def _checked_volume_annotation(
+    annotation: Any, shape: tuple[int, ...], name: str, axis: int
+) -> tuple[torch.Tensor, list[int]]:
+    """The checks of :func:`validate_volume_annotation`; returns the bool volume and its non-empty slices along
+    ``axis``."""
     a = as_tensor(annotation, name)
     if tuple(a.shape) != tuple(shape):
         raise ValueError(f"{name} shape {tuple(a.shape)} does not match the image shape {tuple(shape)}.")
-    a = validate_binary(a, name)
-    if not bool(a.any()):
+    if a.ndim == 0:  # a scalar "volume": no slices, only the value to check
+        nonzero = validate_binary(a, name)
+        indices = [0] if bool(nonzero) else []
+    else:
+        nonzero, indices = _binary_nonzero(a, name, axis)
+    if not indices:
         raise ValueError(f"{name} has no annotated slice: it is all zero; annotate at least one slice.")
-    return a
+    return nonzero, indices
 
 
 def annotated_slice_indices(annotation: torch.Tensor) -> list[int]:
