@@ -267,8 +267,9 @@ def _propagate_validated(
             steps = max(0, (limit - s) * direction)
             fronts.append(_Front(s, direction, steps, prior, "edge" if limit == edge else "limit"))
 
-    # rows 0..D-1: the up fronts' predictions of slices 0..D-1, rows D..2D-1: the down fronts'
-    prob_rows = torch.zeros((2 * depth, height, width), dtype=dtype, device=img.device)
+    # rows 0..D-1: the up fronts' predictions of slices 0..D-1, rows D..2D-1: the down fronts'; rows no front
+    # writes are zeroed after the propagation (no full-size memset)
+    prob_rows = torch.empty((2 * depth, height, width), dtype=dtype, device=img.device)
     active = [f for f in fronts if f.max_steps > 0]
     n_calls = 0
     while active:
@@ -310,6 +311,8 @@ def _propagate_validated(
             raise ValueError(
                 f"merge rule {rule!r} returned {name} of shape {getattr(w, 'shape', None)}, not ({depth},)"
             )
+    _zero_unreached(prob_rows[:depth], ctx.reached_up)
+    _zero_unreached(prob_rows[depth:], ctx.reached_down)
     # merged = w_up * p_up + w_down * p_down, in place to avoid another volume-sized temporary
     merged = prob_rows[:depth].mul_(w_up.to(device=img.device, dtype=dtype).view(-1, 1, 1))
     merged.addcmul_(prob_rows[depth:], w_down.to(device=img.device, dtype=dtype).view(-1, 1, 1))
@@ -338,6 +341,22 @@ def _propagate_validated(
         n_calls=n_calls,
         merge=rule,
     )
+
+
+def _zero_unreached(prob: torch.Tensor, reached: torch.Tensor) -> None:
+    """Zero the slices ``prob[k]`` of a ``(D, H, W)`` buffer that no front of its direction predicted.
+
+    Args:
+        prob: one direction's ``(D, H, W)`` probability rows, written only where ``reached``.
+        reached: bool ``(D,)`` CPU tensor; its runs of ``False`` are zeroed, one ``zero_`` per run.
+    """
+    start = None
+    for k, hit in enumerate([*reached.tolist(), True]):
+        if not hit and start is None:
+            start = k
+        elif hit and start is not None:
+            prob[start:k].zero_()
+            start = None
 
 
 def _merge_context(records: tuple[FrontRecord, ...], order: list[int], depth: int) -> MergeContext:

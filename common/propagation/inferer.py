@@ -18,13 +18,14 @@ import torch.nn.functional as F
 from monai.inferers import Inferer
 from monai.utils import convert_to_dst_type
 
-from common.propagation.engine import PropagationResult, propagate
+from common.propagation.engine import PropagationResult, _propagate_validated
 from common.propagation.merge import MergeRule
 from common.propagation.validation import (
-    annotated_slice_indices,
     as_tensor,
     validate_image,
-    validate_volume_annotation,
+    validate_propagation_options,
+    validate_slice_annotation,
+    volume_annotation_slices,
 )
 
 __all__ = ["SlicePropagationInferer"]
@@ -147,16 +148,25 @@ class SlicePropagationInferer(Inferer):
             )
         batch = raw.shape[0]
         annotations = self._annotations(raw, annotation)
+        given_as_mapping = isinstance(annotation, Mapping)  # checked below, against the image's moved shape
 
         predict_fn = self._predict_fn(network, args, kwargs)
-        outputs = []
+        dtype = raw.dtype if raw.is_floating_point() else torch.float32
+        output = torch.empty((batch, 1, *raw.shape[2:]), dtype=dtype, device=raw.device)
         self.last_results = []
         with torch.no_grad():
             for b in range(batch):
+                # Validated once here; the engine's own checks of image and annotation are skipped.
                 image = validate_image(raw[b, 0], f"inputs[{b}, 0] (image)", ndim=3).movedim(self.axis, -1)
-                result = propagate(
+                validate_propagation_options(self.threshold, self.max_empty_slices, self.max_batch_size)
+                masks = (
+                    validate_slice_annotation(annotations[b], tuple(image.shape), image.device, "annotation")
+                    if given_as_mapping
+                    else {k: m.to(image.device) for k, m in annotations[b].items()}
+                )
+                result = _propagate_validated(
                     image,
-                    annotations[b],
+                    masks,
                     predict_fn,
                     max_empty_slices=self.max_empty_slices,
                     merge=self.merge,
@@ -168,14 +178,16 @@ class SlicePropagationInferer(Inferer):
                 self.last_results.append(result)
                 out = result.probability if self.return_probabilities else result.mask
                 assert out is not None  # keep_probability=self.return_probabilities
-                outputs.append(out.movedim(-1, self.axis))
-        stacked = torch.stack(outputs).unsqueeze(1)
-        dtype = raw.dtype if raw.is_floating_point() else torch.float32
-        converted, *_ = convert_to_dst_type(stacked, inputs, dtype=dtype)
+                output[b, 0].copy_(out.movedim(-1, self.axis))  # (bool ->) the output dtype, in one copy
+        converted, *_ = convert_to_dst_type(output, inputs, dtype=dtype)
         return converted
 
     def _annotations(self, raw: torch.Tensor, annotation: Any) -> list[Mapping[int, Any]]:
-        """Per batch item, the user slices ``{k: 2D mask}`` along ``self.axis`` (masks in moved-axis layout)."""
+        """Per batch item, the user slices ``{k: 2D mask}`` along ``self.axis`` (masks in moved-axis layout).
+
+        Annotation volumes are validated here (masks: bool, non-empty, ascending ``k``); a mapping is returned as
+        given, to be validated against the image.
+        """
         batch, spatial = raw.shape[0], tuple(raw.shape[2:])
         if isinstance(annotation, Mapping):
             if batch != 1:
@@ -197,11 +209,7 @@ class SlicePropagationInferer(Inferer):
                 )
             volumes = vol
             names = [f"annotation[{b}]" for b in range(batch)]
-        result: list[Mapping[int, Any]] = []
-        for b in range(batch):
-            ann = validate_volume_annotation(volumes[b], spatial, names[b]).movedim(self.axis, -1)
-            result.append({k: ann[..., k] for k in annotated_slice_indices(ann)})
-        return result
+        return [volume_annotation_slices(volumes[b], spatial, self.axis, names[b]) for b in range(batch)]
 
     def _predict_fn(
         self, network: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -214,8 +222,10 @@ class SlicePropagationInferer(Inferer):
             (top, bottom), (left, right) = _pad_amounts(h, div_h), _pad_amounts(w, div_w)
             if top or bottom or left or right:
                 pad = (left, right, top, bottom)
-                img = F.pad(x[:, :1], pad, mode=self.pad_mode) if self.pad_mode != "constant" else F.pad(x[:, :1], pad)
-                x = torch.cat((img, F.pad(x[:, 1:], pad)), dim=1)
+                if self.pad_mode == "constant":  # zeros for image and prior alike: one pad of both channels
+                    x = F.pad(x, pad)
+                else:
+                    x = torch.cat((F.pad(x[:, :1], pad, mode=self.pad_mode), F.pad(x[:, 1:], pad)), dim=1)
             out = network(x, *args, **kwargs)
             if not isinstance(out, torch.Tensor):
                 raise ValueError(f"the network must return a tensor, got {type(out).__name__}.")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -230,3 +231,107 @@ def test_numpy_and_integer_images(prop: SimpleNamespace) -> None:
 def test_bad_options(prop: SimpleNamespace, kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         propagate(prop.slice_index_image(), {20: _full_square(prop)}, prop.CopyPrior(), **kwargs)  # type: ignore[arg-type]
+
+
+class _Watched(torch.Tensor):
+    """Tensor subclass recording every read of its values back to the host (a device sync on a GPU)."""
+
+    reads: ClassVar[list[str]] = []
+    HOST_READS: ClassVar[frozenset[str]] = frozenset(
+        {"tolist", "item", "__bool__", "__int__", "__float__", "__index__", "nonzero", "numpy", "equal"}
+    )
+
+    @classmethod
+    def __torch_function__(
+        cls, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        if getattr(func, "__name__", "") in cls.HOST_READS:
+            cls.reads.append(func.__name__)
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+@pytest.mark.parametrize(
+    ("max_empty", "merge"), [(None, "nearest"), (None, "fusion"), (2, "nearest"), (1, "overwrite")]
+)
+def test_host_reads_of_predictions_only_for_the_emptiness_stop(
+    prop: SimpleNamespace, max_empty: int | None, merge: str
+) -> None:
+    """Without an emptiness stop nothing derived from a prediction is read back while propagating (no device
+    sync per step); with one, exactly one read per step (the non-empty flags of all fronts at once)."""
+    gt = prop.ellipsoid()
+    oracle = prop.GroundTruthOracle(gt)
+
+    def watched(x: torch.Tensor) -> torch.Tensor:
+        return oracle(x.as_subclass(torch.Tensor)).as_subclass(_Watched)
+
+    _Watched.reads.clear()
+    result = propagate(prop.slice_index_image(), _three_user_slices(prop), watched, max_empty, merge)
+    assert result.n_calls == oracle.n_calls > 0
+    assert _Watched.reads == ([] if max_empty is None else ["tolist"] * result.n_calls)
+    reference = prop.GroundTruthOracle(gt)
+    expected = propagate(prop.slice_index_image(), _three_user_slices(prop), reference, max_empty, merge)
+    assert torch.equal(result.mask, expected.mask)
+    assert result.fronts == expected.fronts
+
+
+@pytest.mark.parametrize(
+    "make_image",
+    [
+        lambda g: torch.randn(24, 20, 48, generator=g),  # contiguous (H, W, D)
+        lambda g: torch.randn(48, 24, 20, generator=g).permute(1, 2, 0),  # stored slice-major: already (D, H, W)
+        lambda g: torch.randn(24, 48, 20, generator=g).transpose(1, 2),  # another non-contiguous layout
+        lambda g: (torch.randn(24, 20, 48, generator=g) * 100).to(torch.int16),  # converted to float32
+        lambda g: torch.randn(24, 20, 48, generator=g, dtype=torch.float64)[:, :, :],
+    ],
+)
+def test_predict_fn_receives_exact_image_slices_and_priors(prop: SimpleNamespace, make_image: Any) -> None:
+    """Every batch is contiguous ``(B, 2, H, W)``: channel 0 exactly ``image[..., t]`` in the working dtype, channel 1
+    the user mask or the binarised previous prediction of the same front, whatever the image's memory layout."""
+    image = make_image(torch.Generator().manual_seed(3))
+    dtype = image.dtype if image.is_floating_point() else torch.float32
+    user = {30: prop.ellipsoid()[..., 30], 14: prop.ellipsoid()[..., 14]}
+    calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def drift(x: torch.Tensor) -> torch.Tensor:  # the mask moves one row per slice, probability 0.75
+        assert x.is_contiguous()
+        assert x.dtype == dtype
+        out = torch.roll(x[:, 1], 1, dims=1) * 0.75
+        calls.append((x.clone(), out))
+        return out
+
+    result = propagate(image, user, drift, max_empty_slices=None, merge="fusion")
+    assert len(calls) == result.n_calls
+    prior = {(f.source, f.direction): user[f.source].to(dtype) for f in result.fronts}
+    for step, (x, out) in enumerate(calls):
+        active = [f for f in result.fronts if f.n_predicted > step]  # lockstep, in the fronts' order
+        assert x.shape == (len(active), 2, prop.H, prop.W)
+        for b, front in enumerate(active):
+            t = front.source + front.direction * (step + 1)
+            assert torch.equal(x[b, 0], image[..., t].to(dtype)), (step, front)
+            assert torch.equal(x[b, 1], prior[(front.source, front.direction)]), (step, front)
+            prior[(front.source, front.direction)] = (out[b] > 0.5).to(dtype)
+    assert all(f.n_predicted <= len(calls) for f in result.fronts)
+
+
+@pytest.mark.parametrize(("merge", "max_empty"), [("nearest", 2), ("overwrite", 1), ("fusion", None), ("fusion", 2)])
+def test_no_uninitialised_memory_reaches_the_result(
+    prop: SimpleNamespace, monkeypatch: pytest.MonkeyPatch, merge: str, max_empty: int | None
+) -> None:
+    """Buffers are allocated without zero-filling; every value read later must have been written first. With
+    ``torch.empty`` returning NaN-filled memory the result must not change."""
+    gt = prop.ellipsoid()
+    user = _three_user_slices(prop)
+    expected = propagate(prop.slice_index_image(), user, prop.GroundTruthOracle(gt), max_empty, merge)
+    real_empty = torch.empty
+
+    def nan_empty(*args: Any, **kwargs: Any) -> torch.Tensor:
+        t = real_empty(*args, **kwargs)
+        return t.fill_(float("nan") if t.is_floating_point() else 1)
+
+    monkeypatch.setattr(torch, "empty", nan_empty)
+    result = propagate(prop.slice_index_image(), user, prop.GroundTruthOracle(gt), max_empty, merge)
+    assert expected.probability is not None
+    assert result.probability is not None
+    assert torch.equal(result.mask, expected.mask)
+    assert torch.equal(result.probability, expected.probability)
+    assert any(not r.all() for r in result.reached.unbind(1))  # some slices unreached in a direction: zeroed rows

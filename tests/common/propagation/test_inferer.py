@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.inferers import Inferer
 
@@ -222,3 +224,71 @@ def test_bad_network_outputs_and_options() -> None:
         SlicePropagationInferer(divisible_by=0)
     with pytest.raises(ValueError, match="pad_mode must be"):
         SlicePropagationInferer(pad_mode="edge")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("out_channels", [2, 1])
+def test_mask_thresholds_the_probability_not_the_logits(out_channels: int) -> None:
+    """Foreground is ``probability > threshold`` exactly. A foreground logit 1e-8 above the background one gives a
+    softmax (or sigmoid) of exactly 0.5 in float32, so the pixel is background although ``logit1 > logit0``: a
+    logit-comparison shortcut for the mask would not be equivalent, and the engine must not take it."""
+
+    def barely(x: torch.Tensor) -> torch.Tensor:
+        fg = torch.where(x[:, 1:] > 0.5, 1e-8, -5.0)  # barely positive inside the prior
+        return torch.cat((torch.zeros_like(fg), fg), dim=1) if out_channels == 2 else fg
+
+    user = _slice_mask(_plane(2))
+    inputs = _inputs(2, {5: user})
+    prob = SlicePropagationInferer(return_probabilities=True, max_empty_slices=None)(inputs, barely)
+    assert torch.equal(_plain(prob[0, 0, ..., 4])[user], torch.full((int(user.sum()),), 0.5))
+    mask = SlicePropagationInferer(max_empty_slices=None)(inputs, barely)
+    assert torch.equal(_plain(mask[0, 0, ..., 5]), user.float())
+    assert not mask[0, 0, ..., [4, 6]].any()  # 0.5 is not > 0.5: both neighbours of the user slice are empty
+
+
+def test_image_and_annotation_are_validated_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The inferer checks its inputs itself; the engine does not repeat the whole-volume checks."""
+    import common.propagation.engine as engine_module
+    import common.propagation.inferer as inferer_module
+
+    counts = {"inferer": 0, "engine": 0}
+
+    def counting(where: str, real: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            counts[where] += 1
+            return real(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(inferer_module, "validate_image", counting("inferer", inferer_module.validate_image))
+    monkeypatch.setattr(engine_module, "validate_image", counting("engine", engine_module.validate_image))
+    monkeypatch.setattr(
+        engine_module, "validate_slice_annotation", counting("engine", engine_module.validate_slice_annotation)
+    )
+    plane = _plane(2)
+    inputs = torch.cat([_inputs(2, {3: _slice_mask(plane)}), _inputs(2, {7: _slice_mask(plane, offset=1)})])
+    out = SlicePropagationInferer()(inputs, CopyPriorNet())
+    assert out.shape == (2, 1, *SHAPE)
+    assert counts == {"inferer": 2, "engine": 0}
+
+
+@pytest.mark.parametrize("pad_mode", ["constant", "reflect", "replicate"])
+def test_padding_of_image_and_prior_channels(pad_mode: str) -> None:
+    """The image channel is padded with ``pad_mode``, the prior channel always with zeros."""
+    plane = _plane(2)
+    inputs = _inputs(2, {5: _slice_mask(plane)}).as_tensor()
+    seen: list[torch.Tensor] = []
+
+    def spy(x: torch.Tensor) -> torch.Tensor:
+        seen.append(x.clone())
+        return CopyPriorNet()(x)
+
+    SlicePropagationInferer(divisible_by=16, pad_mode=pad_mode)(inputs, spy)  # type: ignore[arg-type]
+    (top, left), (h, w) = (((16 - n % 16) % 16) // 2 for n in plane), plane
+    for x in seen:
+        assert x.shape[2:] == (16 * math.ceil(h / 16), 16 * math.ceil(w / 16))
+        image, prior = x[:, :1, top : top + h, left : left + w], x[:, 1:, top : top + h, left : left + w]
+        pad = (left, x.shape[3] - w - left, top, x.shape[2] - h - top)
+        padded = F.pad(image, pad) if pad_mode == "constant" else F.pad(image, pad, mode=pad_mode)
+        assert torch.equal(x[:, :1], padded)
+        assert torch.equal(x[:, 1:], F.pad(prior, pad))
+        assert set(torch.unique(prior).tolist()) <= {0.0, 1.0}

@@ -11,8 +11,10 @@ from common.propagation.validation import (
     annotated_slice_indices,
     validate_binary,
     validate_image,
+    validate_propagation_options,
     validate_slice_annotation,
     validate_volume_annotation,
+    volume_annotation_slices,
 )
 
 SHAPE = (8, 6, 5)
@@ -121,3 +123,107 @@ def test_volume_annotation_checks_and_slice_indices() -> None:
     vol[0, 0, 0] = 255
     with pytest.raises(ValueError, match=r"found e.g. \[255.0\]"):
         validate_volume_annotation(vol, SHAPE)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        torch.full(SHAPE, 3e38),  # the float32 sum overflows to inf: the exact check must accept it
+        torch.full(SHAPE, -3e38),
+        torch.full(SHAPE, 60000.0, dtype=torch.float16),
+        torch.tensor([[[3e38, -3e38, 3e38]]]).expand(*SHAPE[:2], 3).contiguous(),
+        torch.full(SHAPE, torch.finfo(torch.float64).max, dtype=torch.float64),
+    ],
+)
+def test_large_finite_images_are_accepted(image: torch.Tensor) -> None:
+    assert not bool(torch.isfinite(image.sum()))
+    assert validate_image(image) is image
+
+
+@pytest.mark.parametrize(
+    ("values", "n_nan", "n_inf"),
+    [
+        ({(0, 0, 0): float("inf"), (1, 1, 1): float("-inf")}, 0, 2),  # inf - inf: the sum is NaN
+        ({(0, 0, 0): float("nan"), (1, 1, 1): float("inf"), (2, 2, 2): float("nan")}, 2, 1),
+        ({(7, 5, 4): float("-inf")}, 0, 1),
+    ],
+)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+def test_non_finite_values_are_counted(
+    values: dict[tuple[int, int, int], float], n_nan: int, n_inf: int, dtype: torch.dtype
+) -> None:
+    image = torch.zeros(SHAPE, dtype=dtype)
+    for index, value in values.items():
+        image[index] = value
+    with pytest.raises(ValueError, match=rf"image contains non-finite values: {n_nan} NaN and {n_inf} infinite"):
+        validate_image(image)
+    with pytest.raises(ValueError, match=rf"{n_nan} NaN and {n_inf} infinite"):
+        validate_image(torch.cat([image, torch.full(SHAPE, torch.finfo(dtype).max, dtype=dtype)]))
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ((0.5, None, None), None),
+        ((0, 1, 1), None),
+        ((True, None, None), "threshold must be a number"),
+        ((0.5, True, None), "max_empty_slices must be an integer"),
+        ((0.5, None, 2.0), "max_batch_size must be an integer >= 1 or None, got 2.0"),
+    ],
+)
+def test_validate_propagation_options(options: tuple[Any, Any, Any], match: str | None) -> None:
+    if match is None:
+        validate_propagation_options(*options)
+    else:
+        with pytest.raises(ValueError, match=match):
+            validate_propagation_options(*options)
+
+
+def _annotation_volume(dtype: torch.dtype) -> torch.Tensor:
+    vol = torch.zeros(SHAPE, dtype=dtype)
+    vol[2:6, 1:4, 1] = 1
+    vol[0, 0, 3] = 1
+    vol[7, 5, 0] = 1
+    return vol
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.uint8, torch.int64, torch.bool])
+@pytest.mark.parametrize("axis", [0, 1, 2, -1])
+def test_volume_annotation_slices_along_each_axis(dtype: torch.dtype, axis: int) -> None:
+    vol = _annotation_volume(dtype)
+    slices = volume_annotation_slices(vol, SHAPE, axis)
+    moved = validate_volume_annotation(vol, SHAPE).movedim(axis, -1)
+    expected = [k for k in range(moved.shape[-1]) if bool(moved[..., k].any())]
+    assert list(slices) == expected
+    assert expected == sorted(expected)
+    for k, m in slices.items():
+        assert m.dtype == torch.bool
+        assert torch.equal(m, moved[..., k])
+    assert volume_annotation_slices(vol.numpy(), SHAPE, axis).keys() == slices.keys()
+
+
+@pytest.mark.parametrize("bad", [2.0, -1.0, 0.5, float("nan"), float("inf")])
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_non_binary_values_are_found_in_any_slice(bad: float, axis: int) -> None:
+    """Including a slice whose only non-zero value is the bad one, and a bad value next to valid 1s."""
+    for where in ((4, 4, 4), (2, 2, 1)):  # alone in its slices / inside the annotated block
+        vol = _annotation_volume(torch.float32)
+        vol[where] = bad
+        shown = "nan" if bad != bad else ("inf" if bad == float("inf") else str(bad))
+        with pytest.raises(ValueError, match=rf"annotation must be binary .* found e.g. \[{shown}\]"):
+            volume_annotation_slices(vol, SHAPE, axis)
+        with pytest.raises(ValueError, match=rf"found e.g. \[{shown}\]"):
+            validate_volume_annotation(vol, SHAPE)
+
+
+def test_volume_annotation_slices_errors() -> None:
+    with pytest.raises(ValueError, match="has no annotated slice: it is all zero"):
+        volume_annotation_slices(torch.zeros(SHAPE), SHAPE, 2)
+    with pytest.raises(ValueError, match=r"annotation shape \(8, 6, 4\) does not match the image shape"):
+        volume_annotation_slices(torch.zeros((8, 6, 4)), SHAPE, 2)
+    with pytest.raises(ValueError, match="axis must be a dimension of the volume shape"):
+        volume_annotation_slices(_annotation_volume(torch.float32), SHAPE, 3)
+    with pytest.raises(ValueError, match="must be binary"):
+        volume_annotation_slices(_annotation_volume(torch.float32).to(torch.complex64), SHAPE, 2)
+    with pytest.raises(ValueError, match=r"found e.g. \[255\]"):
+        volume_annotation_slices(_annotation_volume(torch.uint8) * 255, SHAPE, 0)
