@@ -7,8 +7,7 @@ Light on import: sub-packages (``common.data``, ``common.evaluation``, ...) are 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from common._lazy import lazy_exports
 
 __all__ = ["SUBPACKAGES", "__version__"]
 
@@ -29,7 +28,4 @@ SUBPACKAGES = (
 )
 
 
-def __getattr__(name: str) -> Any:
-    if name in SUBPACKAGES:
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, {name: name for name in SUBPACKAGES}, __all__)

@@ -6,8 +6,7 @@ Names are re-exported lazily (PEP 562), so ``import common.data`` stays cheap; c
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from common._lazy import lazy_exports
 
 __all__ = [
     "Fold",
@@ -48,11 +47,4 @@ _SOURCES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _SOURCES:
-        return getattr(importlib.import_module(f"common.data.{_SOURCES[name]}"), name)
-    raise AttributeError(f"module 'common.data' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _SOURCES, __all__)

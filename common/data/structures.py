@@ -27,6 +27,7 @@ from monai.transforms import MapTransform
 from monai.utils import convert_to_dst_type, convert_to_tensor
 
 from common.data.msd import GROUPS, MSDDataset, case_id_from_path, load_label_array
+from common.transforms.provenance import source_name
 
 __all__ = [
     "LEVELS",
@@ -239,14 +240,6 @@ def _as_int(value: Any, what: str) -> int:
     return int(scalar)
 
 
-def _source_name(d: Mapping[Hashable, Any], key: Hashable, img: Any) -> str:
-    if isinstance(img, MetaTensor) and "filename_or_obj" in img.meta:
-        return str(img.meta["filename_or_obj"])
-    if "case_id" in d:
-        return f"case {d['case_id']}"
-    return "<unknown source>"
-
-
 class SelectStructured(MapTransform):
     """Turn multi-label arrays into the binary mask of structure ``d[structure_key]``.
 
@@ -287,7 +280,7 @@ class SelectStructured(MapTransform):
             if not self.allow_empty and not bool(mask.any()):
                 raise ValueError(
                     f"SelectStructured: structure {structure} is absent from {key!r} of "
-                    f"{_source_name(d, key, img)} (pass allow_empty=True to allow empty masks)"
+                    f"{source_name(d, img)} (pass allow_empty=True to allow empty masks)"
                 )
             d[key], *_ = convert_to_dst_type(mask, dst=img)
         return d
@@ -352,13 +345,13 @@ class SelectSliced(MapTransform):
             shape = tuple(img.shape)
             if len(shape) != 4:
                 raise ValueError(
-                    f"SelectSliced: {key!r} of {_source_name(d, key, img)} must be channel-first (C, H, W, D), "
+                    f"SelectSliced: {key!r} of {source_name(d, img)} must be channel-first (C, H, W, D), "
                     f"got shape {shape}"
                 )
             if not 0 <= index < shape[axis + 1]:
                 raise ValueError(
                     f"SelectSliced: slice {index} is out of range for axis {axis} of {key!r} with shape {shape} "
-                    f"({_source_name(d, key, img)})"
+                    f"({source_name(d, img)})"
                 )
             out: Any
             if isinstance(img, MetaTensor):

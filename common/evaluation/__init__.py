@@ -6,8 +6,9 @@ name is used.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from common._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from common.evaluation.baselines import IntensityRegionGrowAdapter
@@ -60,11 +61,4 @@ _SOURCES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _SOURCES:
-        return getattr(importlib.import_module(f"{__name__}.{_SOURCES[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _SOURCES, __all__)

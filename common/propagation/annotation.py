@@ -19,15 +19,15 @@ from monai.transforms import MapTransform
 from monai.utils import convert_to_dst_type, convert_to_numpy
 
 from common.propagation.validation import validate_image, validate_volume_annotation
+from common.transforms.provenance import UNKNOWN_SOURCE, source_name
 
 __all__ = ["CheckAnnotationd", "RestoreUserSlicesd", "slice_axis_in_array"]
 
 
 def _source(x: Any) -> str:
-    """The file an array was loaded from, for error messages ("" when unknown)."""
-    meta = getattr(x, "meta", None) or {}
-    name = meta.get("filename_or_obj")
-    return f" ({name})" if name else ""
+    """`` (file)`` an array was loaded from, for error messages ("" when unknown)."""
+    name = source_name({}, x)
+    return "" if name == UNKNOWN_SOURCE else f" ({name})"
 
 
 def _affine(x: Any) -> np.ndarray | None:

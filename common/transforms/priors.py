@@ -35,6 +35,7 @@ from common.transforms.functional import (
     jitter_mask_about_centre,
     middle_slice_index,
 )
+from common.transforms.provenance import source_name
 
 __all__ = [
     "MaskPriorJitterd",
@@ -44,16 +45,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def _source_name(d: Mapping[Hashable, Any], *arrays: Any) -> str:
-    """Where the data came from, for error messages: a MetaTensor's filename, else the case id."""
-    for array in arrays:
-        if isinstance(array, MetaTensor) and array.meta.get("filename_or_obj"):
-            return str(array.meta["filename_or_obj"])
-    if "case_id" in d:
-        return f"case {d['case_id']}"
-    return "<unknown source>"
 
 
 def _check_int(value: Any, name: str, minimum: int) -> int:
@@ -70,7 +61,7 @@ def _check_channel_first_3d(d: Mapping[Hashable, Any], key: Hashable, where: str
     shape = tuple(getattr(array, "shape", ()))
     if len(shape) != 4:
         raise ValueError(
-            f"{where}: {key!r} of {_source_name(d, array)} must be a channel-first 3D volume (C, H, W, D), "
+            f"{where}: {key!r} of {source_name(d, array)} must be a channel-first 3D volume (C, H, W, D), "
             f"got shape {shape}"
         )
     return array
@@ -172,7 +163,7 @@ class MaskPriorJitterd(MapTransform):
             shape = tuple(mask.shape)
             if len(shape) != 3:
                 raise ValueError(
-                    f"{type(self).__name__}: {key!r} of {_source_name(d, mask)} must be a channel-first 2D mask "
+                    f"{type(self).__name__}: {key!r} of {source_name(d, mask)} must be a channel-first 2D mask "
                     f"(C, H, W), got shape {shape}"
                 )
             d[key] = jitter_mask_about_centre(mask, self.angle_deg, self.scale, self.mode)
@@ -386,7 +377,7 @@ class RandPriorSliced(Randomizable, MapTransform, MultiSampleTrait):
         where = type(self).__name__
         image = _check_channel_first_3d(d, self.image_key, where)
         label = _check_channel_first_3d(d, self.label_key, where)
-        source = _source_name(d, label, image)
+        source = source_name(d, label, image)
         if tuple(image.shape[1:]) != tuple(label.shape[1:]):
             raise ValueError(
                 f"{where}: spatial shapes of {self.image_key!r} {tuple(image.shape)} and {self.label_key!r} "
@@ -487,7 +478,7 @@ class SliceAnnotationFromLabeld(MapTransform):
         if self.label_key not in d and self.allow_missing_keys:
             return d
         label = _check_channel_first_3d(d, self.label_key, where)
-        source = _source_name(d, label)
+        source = source_name(d, label)
         if label.shape[0] != 1:
             raise ValueError(
                 f"{where}: {self.label_key!r} of {source} must have one channel (1, H, W, D), got {tuple(label.shape)}"
