@@ -126,7 +126,18 @@ def run_slice_propagation(data_dir: Path, out_dir: Path, n_rounds: int, epochs: 
     print(f"[demo] slice propagation: training the quick configuration for {epochs} epochs ...")
     train_files = repr([str(configs / "train.json"), str(configs / "quick.json")])
     _monai_bundle(
-        ["run", "--config_file", train_files, *common_args, "--output_dir", str(runs), "--max_epochs", str(epochs)],
+        [
+            "run",
+            "--config_file",
+            train_files,
+            *common_args,
+            "--output_dir",
+            str(runs),
+            "--max_epochs",
+            str(epochs),
+            "--val_interval",
+            str(epochs),
+        ],  # validate (and keep the checkpoint) once, at the end
         out_dir / "train.log",
     )
     print(f"[demo] trained in {time.perf_counter() - start:.0f} s (log: {out_dir / 'train.log'})")
@@ -150,6 +161,7 @@ def run_slice_propagation(data_dir: Path, out_dir: Path, n_rounds: int, epochs: 
     png = save_label_montage(
         np.asarray(_nifti(image).dataobj), truth.astype(np.uint8), out_dir / "kidney_right_propagation.png",
         label_names={1: "kidney_right (ground truth)"}, prediction=mask.astype(np.uint8),
+        prediction_colour="yellow",
         title=f"{case_id}: one annotated slice of an unseen structure, propagated (contour)",
     )  # fmt: skip
     print(f"[demo] propagated one slice of kidney_right (unseen) in {case_id}: Dice {dice(mask, truth):.3f} -> {png}")
