@@ -61,7 +61,9 @@ class SlicePropagationInferer(Inferer):
         softmax: apply softmax over 2 output channels (sigmoid for 1); ``False`` if the network outputs
             probabilities already.
         return_probabilities: return the merged foreground probability instead of the binary mask.
-        batch_fronts: batch the active fronts into one network call per step.
+        batch_fronts: batch the active fronts into one network call per step. ``None`` (default) decides by device:
+            batched on GPUs, one slice per call on the CPU, where ``bench/propagation.py`` measured sequential calls
+            1.2 to 1.5x faster (results are identical either way).
         max_batch_size: cap on slices per network call (``None``: all active fronts).
         pad_mode: ``torch.nn.functional.pad`` mode for the image channel (the prior is always zero-padded).
 
@@ -79,7 +81,7 @@ class SlicePropagationInferer(Inferer):
         divisible_by: int | Sequence[int] = 16,
         softmax: bool = True,
         return_probabilities: bool = False,
-        batch_fronts: bool = True,
+        batch_fronts: bool | None = None,
         max_batch_size: int | None = None,
         pad_mode: PadMode = "constant",
     ) -> None:
@@ -171,7 +173,7 @@ class SlicePropagationInferer(Inferer):
                     max_empty_slices=self.max_empty_slices,
                     merge=self.merge,
                     threshold=self.threshold,
-                    batch_fronts=self.batch_fronts,
+                    batch_fronts=self.batch_fronts if self.batch_fronts is not None else image.device.type != "cpu",
                     max_batch_size=self.max_batch_size,
                     keep_probability=self.return_probabilities,
                 )

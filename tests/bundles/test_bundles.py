@@ -70,6 +70,17 @@ def test_network_def_identical_in_train_and_inference(bundle: Path) -> None:
 
 
 @bundle_param
+def test_shipped_weights_match_inference_network(bundle: Path) -> None:
+    weights = bundle / "models" / "model.pt"
+    if not weights.is_file():
+        pytest.skip(f"{bundle.name} ships no weights")
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    network = parser.get_parsed_content("network_def")
+    network.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
+
+
+@bundle_param
 def test_metadata_valid_offline(bundle: Path) -> None:
     assert metadata_problems(read_config(bundle / "configs" / "metadata.json")) == []
 

@@ -292,3 +292,22 @@ def test_padding_of_image_and_prior_channels(pad_mode: str) -> None:
         assert torch.equal(x[:, :1], padded)
         assert torch.equal(x[:, 1:], F.pad(prior, pad))
         assert set(torch.unique(prior).tolist()) <= {0.0, 1.0}
+
+
+def test_batch_fronts_default_is_sequential_on_cpu() -> None:
+    """``batch_fronts=None`` picks one slice per network call on the CPU (measured faster there)."""
+    image = torch.zeros(1, 2, 16, 16, 12)
+    image[0, 1, 4:12, 4:12, 3] = 1
+    image[0, 1, 4:12, 4:12, 8] = 1
+    calls: list[int] = []
+
+    def net(x: torch.Tensor) -> torch.Tensor:
+        calls.append(x.shape[0])
+        return torch.stack([torch.zeros_like(x[:, 1]), x[:, 1] * 10 - 5], dim=1)
+
+    auto = SlicePropagationInferer(divisible_by=1, max_empty_slices=None)
+    auto(image, net)
+    assert set(calls) == {1}
+    calls.clear()
+    SlicePropagationInferer(divisible_by=1, max_empty_slices=None, batch_fronts=True)(image, net)
+    assert max(calls) > 1
