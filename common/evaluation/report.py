@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from common.evaluation.records import RoundRecord, read_records
@@ -22,18 +23,29 @@ from common.evaluation.records import RoundRecord, read_records
 __all__ = ["load_runs", "main", "rounds_table", "structure_table"]
 
 
-def load_runs(run_dirs: Iterable[str | Path]) -> list[RoundRecord]:
+def load_runs(run_dirs: Sequence[str | Path], labels: Sequence[str] | None = None) -> list[RoundRecord]:
     """All records of the given run folders (``rounds.json`` in each).
+
+    Args:
+        run_dirs: evaluation output folders.
+        labels: optional method name per folder, replacing the recorded one (e.g. to tell apart two runs of one
+            method with different weights).
 
     Raises:
         FileNotFoundError: a folder without ``rounds.json``.
+        ValueError: ``labels`` of another length than ``run_dirs``.
     """
+    if labels is not None and len(labels) != len(run_dirs):
+        raise ValueError(f"{len(labels)} labels for {len(run_dirs)} run folders")
     records: list[RoundRecord] = []
-    for run in run_dirs:
+    for index, run in enumerate(run_dirs):
         path = Path(run) / "rounds.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: is {run} an evaluation output folder?")
-        records.extend(read_records(path))
+        rows = read_records(path)
+        if labels is not None:
+            rows = [replace(r, method=labels[index]) for r in rows]
+        records.extend(rows)
     return records
 
 
@@ -104,11 +116,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m common.evaluation.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="evaluation output folders (with rounds.json)")
     parser.add_argument("--out", type=Path, required=True, help="markdown file to write")
+    parser.add_argument("--labels", nargs="+", help="method name per run folder (default: the recorded one)")
     parser.add_argument("--png", type=Path, help="combined metric-vs-interactions plot to write")
     parser.add_argument("--metrics", nargs="+", default=["dice", "hd95"], help="metrics to tabulate")
     parser.add_argument("--title", default=None, help="plot title")
     args = parser.parse_args(argv)
-    records = load_runs(args.runs)
+    records = load_runs(args.runs, args.labels)
     parts = []
     for metric in args.metrics:
         digits = 3 if metric == "dice" else 1

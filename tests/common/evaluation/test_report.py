@@ -62,6 +62,16 @@ def test_cli_writes_markdown_and_plot(tmp_path: Path) -> None:
     assert png.stat().st_size > 0
 
 
+def test_labels_rename_methods(tmp_path: Path) -> None:
+    for run in ("x", "y"):
+        (tmp_path / run).mkdir()
+        write_records_json([r for r in RECORDS if r.method == "a" and r.round == 1], tmp_path / run / "rounds.json")
+    records = load_runs([tmp_path / "x", tmp_path / "y"], labels=["first", "second"])
+    assert structure_table(records).splitlines()[0] == "| structure | group | first | second |"
+    with pytest.raises(ValueError, match="1 labels for 2 run folders"):
+        load_runs([tmp_path / "x", tmp_path / "y"], labels=["first"])
+
+
 def test_missing_run_folder_names_it(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nowhere"):
         load_runs([tmp_path / "nowhere"])
