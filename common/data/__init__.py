@@ -15,6 +15,7 @@ __all__ = [
     "SelectStructured",
     "binary_label",
     "case_ids",
+    "check_datalist",
     "download_msd_task",
     "expand_structures",
     "generate_dataset",
@@ -28,6 +29,7 @@ __all__ = [
 ]
 
 _SOURCES = {
+    "check_datalist": "datalist",
     "Fold": "splits",
     "case_ids": "splits",
     "kfold_splits": "splits",

@@ -108,7 +108,14 @@ def test_every_part_naming_common_instantiates(
     for name in files:
         raw.update(read_config(bundle / "configs" / name))
     ids = common_references(raw)
-    overrides = {"dataset_dir": str(tiny_phantoms), "output_dir": str(tmp_path), "ckpt_dir": str(tmp_path)}
+    image, label = (str(tiny_phantoms / d / "phantom_000.nii.gz") for d in ("imagesTr", "labelsTr"))
+    datalist = [{"image": image, "label": label, "annotation": label}]  # inference inputs, whatever keys a bundle uses
+    overrides = {
+        "dataset_dir": str(tiny_phantoms),
+        "output_dir": str(tmp_path),
+        "ckpt_dir": str(tmp_path),
+        "datalist": datalist,
+    }
     parser = _parser(bundle, files, overrides)
     if "network_def" in parser:  # parts that load trained weights find an (untrained) checkpoint
         torch.save(parser.get_parsed_content("network_def").state_dict(), tmp_path / "model.pt")
