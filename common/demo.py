@@ -84,26 +84,26 @@ def _monai_bundle(args: list[str], log: Path) -> None:
         raise RuntimeError(f"monai.bundle {args[0]} failed (exit {result.returncode}), see {log}:\n{tail}")
 
 
-def _write_middle_slice_annotation(data_dir: Path, case_id: str, structure: str, out_dir: Path) -> tuple[Path, Path]:
-    """Simulate a user who annotated the middle slice of ``structure`` in ``case_id``; returns (image, annotation)."""
+def _write_middle_slice_annotation(item: dict[str, str], value: int, name: str, out_dir: Path) -> tuple[Path, Any]:
+    """Simulate a user who annotated the middle slice of structure ``value`` in the case ``item``.
+
+    Returns:
+        the annotation file's path and the structure's full ``(H, W, D)`` ground-truth mask (uint8).
+    """
     import nibabel as nib
     import numpy as np
 
-    from common.data import load_msd_dataset
     from common.transforms import middle_slice_index
 
-    dataset = load_msd_dataset(data_dir)
-    item = next(i for i in dataset.training if i["case_id"] == case_id)
-    value = dataset.label_value(structure)
     label_img = _nifti(item["label"])
     mask = (np.asarray(label_img.dataobj) == value).astype(np.uint8)
     k = middle_slice_index(mask, axis=2)
     annotation = np.zeros_like(mask)
     annotation[..., k] = mask[..., k]
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{case_id}_{structure}_annotation.nii.gz"
+    path = out_dir / f"{item['case_id']}_{name}_annotation.nii.gz"
     nib.save(nib.Nifti1Image(annotation, label_img.affine), path)
-    return Path(item["image"]), path
+    return path, mask
 
 
 def run_slice_propagation(data_dir: Path, out_dir: Path, n_rounds: int, epochs: int) -> Path:
@@ -142,8 +142,12 @@ def run_slice_propagation(data_dir: Path, out_dir: Path, n_rounds: int, epochs: 
     )
     print(f"[demo] trained in {time.perf_counter() - start:.0f} s (log: {out_dir / 'train.log'})")
 
-    case_id = select_fold(load_msd_dataset(data_dir).training, 0).val[0]["case_id"]
-    image, annotation = _write_middle_slice_annotation(data_dir, case_id, "kidney_right", out_dir / "annotations")
+    dataset = load_msd_dataset(data_dir)
+    item = select_fold(dataset.training, 0).val[0]
+    case_id, image = item["case_id"], Path(item["image"])
+    annotation, truth = _write_middle_slice_annotation(
+        item, dataset.label_value("kidney_right"), "kidney_right", out_dir / "annotations"
+    )
     datalist = out_dir / "datalist.json"
     datalist.write_text(json.dumps({"datalist": [{"image": str(image), "annotation": str(annotation)}]}))
     infer_files = repr([str(configs / "inference.json"), str(configs / "quick.json"), str(datalist)])
@@ -155,16 +159,15 @@ def run_slice_propagation(data_dir: Path, out_dir: Path, n_rounds: int, epochs: 
     )  # fmt: skip
     mask_path = masks / f"{case_id}_propagated.nii.gz"
     mask = np.asarray(_nifti(mask_path).dataobj) > 0
-    dataset = load_msd_dataset(data_dir)
-    label_path = next(i["label"] for i in dataset.training if i["case_id"] == case_id)
-    truth = np.asarray(_nifti(label_path).dataobj) == dataset.label_value("kidney_right")
     png = save_label_montage(
-        np.asarray(_nifti(image).dataobj), truth.astype(np.uint8), out_dir / "kidney_right_propagation.png",
+        np.asarray(_nifti(image).dataobj), truth, out_dir / "kidney_right_propagation.png",
         label_names={1: "kidney_right (ground truth)"}, prediction=mask.astype(np.uint8),
         prediction_colour="yellow",
         title=f"{case_id}: one annotated slice of an unseen structure, propagated (contour)",
     )  # fmt: skip
-    print(f"[demo] propagated one slice of kidney_right (unseen) in {case_id}: Dice {dice(mask, truth):.3f} -> {png}")
+    print(
+        f"[demo] propagated one slice of kidney_right (unseen) in {case_id}: Dice {dice(mask, truth > 0):.3f} -> {png}"
+    )
 
     subset = out_dir / "eval_subset.json"  # the demo evaluates one validation volume (all its structures)
     subset.write_text(
