@@ -1,8 +1,20 @@
-"""Networks of the bundles: :class:`PropagationUNet` (slice propagation) and its building blocks."""
+"""Networks of the bundles: :class:`PropagationUNet` (slice propagation), :class:`DeepGrowUNet` (clicks)."""
 
 from __future__ import annotations
 
+from common.networks.deepgrow_unet import DEEPGROW_CHANNELS, DeepGrowUNet
+from common.networks.padding import crop_to, pad_amounts, pad_to_divisible
 from common.networks.propagation_unet import MAX_DEPTH, MIN_DEPTH, PropagationUNet
 from common.networks.weights import load_weights
 
-__all__ = ["MAX_DEPTH", "MIN_DEPTH", "PropagationUNet", "load_weights"]
+__all__ = [
+    "DEEPGROW_CHANNELS",
+    "MAX_DEPTH",
+    "MIN_DEPTH",
+    "DeepGrowUNet",
+    "PropagationUNet",
+    "crop_to",
+    "load_weights",
+    "pad_amounts",
+    "pad_to_divisible",
+]

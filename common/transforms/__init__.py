@@ -5,6 +5,16 @@ Config-facing names are re-exported here, e.g. ``"_target_": "common.transforms.
 
 from __future__ import annotations
 
+from common.transforms.clicks import (
+    ClickBatch,
+    add_clicks_to_maps,
+    chamfer_depth,
+    click_weights,
+    reference_chamfer_depth,
+    reference_error_click,
+    sample_flat_indices,
+    simulate_error_clicks,
+)
 from common.transforms.functional import (
     JITTER_MODES,
     annotated_slice_indices,
@@ -13,22 +23,47 @@ from common.transforms.functional import (
     jitter_mask_about_centre,
     middle_slice_index,
 )
+from common.transforms.guidance import (
+    AddGuidanced,
+    ClickMapsd,
+    click_map_from_points,
+    render_guidance,
+    render_slice_guidance,
+    validate_points,
+)
 from common.transforms.priors import (
     MaskPriorJitterd,
     RandMaskPriorJitterd,
     RandPriorSliced,
     SliceAnnotationFromLabeld,
 )
+from common.transforms.slices import StructureSlicesd, evenly_spaced
 
 __all__ = [
     "JITTER_MODES",
+    "AddGuidanced",
+    "ClickBatch",
+    "ClickMapsd",
     "MaskPriorJitterd",
     "RandMaskPriorJitterd",
     "RandPriorSliced",
     "SliceAnnotationFromLabeld",
+    "StructureSlicesd",
+    "add_clicks_to_maps",
     "annotated_slice_indices",
     "annotation_from_slices",
+    "chamfer_depth",
+    "click_map_from_points",
+    "click_weights",
+    "evenly_spaced",
     "foreground_per_slice",
     "jitter_mask_about_centre",
     "middle_slice_index",
+    "reference_chamfer_depth",
+    "reference_error_click",
+    "render_guidance",
+    "render_slice_guidance",
+    "sample_flat_indices",
+    "simulate_error_clicks",
+    "validate_points",
 ]

@@ -1,0 +1,340 @@
+"""Click guidance: user clicks -> Gaussian guidance channels of the network input (DeepGrow, METHODS.md CLICK).
+
+Two steps, so that spatial transforms (e.g. ``Orientationd``) can move clicks exactly between them:
+
+1. :class:`ClickMapsd` turns the point lists a user (or MONAI Label) sends, ``foreground`` and ``background``,
+   into a binary *click map* ``(2, *spatial)`` (channel 0 foreground, 1 background) on the image grid, after
+   checking every click.
+2. :class:`AddGuidanced` renders the click map into guidance with :func:`render_guidance` and appends the two
+   channels to the image: network input ``(C_img + 2, *spatial)``.
+
+Training renders the batched click maps of the click simulation (:mod:`common.interaction.click_training`) with the
+same :func:`render_guidance`, so training and inference share one code path.
+
+Conventions: clicks are integer voxel indices into the array *without* its channel dimension, in array axis order
+(``(i, j)`` for a 2D image ``(C, H, W)``, ``(i, j, k)`` for a volume ``(C, H, W, D)``; for NIfTI data the axes as
+stored). Guidance of one channel is ``G = F / max(F)`` with ``F`` the binary click map smoothed by a Gaussian
+(``sigma`` in voxels, truncated at ``truncated * sigma``, zero padding), so every click of a channel peaks at 1 when
+clicks are further apart than a few sigma, and a channel without clicks is all zeros.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.networks.layers import GaussianFilter
+from monai.transforms import MapTransform
+from monai.utils import convert_to_tensor
+
+__all__ = [
+    "AddGuidanced",
+    "ClickMapsd",
+    "click_map_from_points",
+    "render_guidance",
+    "render_slice_guidance",
+    "validate_points",
+]
+
+FOREGROUND, BACKGROUND = 0, 1
+
+
+def _sigma_tuple(sigma: float | Sequence[float], spatial_dims: int) -> tuple[float, ...]:
+    values = (sigma,) * spatial_dims if isinstance(sigma, int | float) else tuple(sigma)
+    if len(values) != spatial_dims or not all(math.isfinite(float(s)) and float(s) > 0 for s in values):
+        raise ValueError(f"sigma must be a positive number or {spatial_dims} positive numbers, got {sigma!r}")
+    return tuple(float(s) for s in values)
+
+
+def render_guidance(
+    click_maps: torch.Tensor, sigma: float | Sequence[float] = 2.0, truncated: float = 4.0
+) -> torch.Tensor:
+    """Gaussian guidance from binary click maps, for a whole batch at once on the maps' device.
+
+    Args:
+        click_maps: ``(B, 2, *spatial)`` (2 or 3 spatial dims), non-zero at clicked voxels (bool or numbers;
+            channel 0 foreground, 1 background; any number of channels works).
+        sigma: Gaussian standard deviation in voxels, one value or one per spatial axis.
+        truncated: the kernel is cut at ``truncated * sigma`` voxels (MONAI's ``GaussianFilter``).
+
+    Returns:
+        float32 ``(B, 2, *spatial)`` in ``[0, 1]``: each channel is the smoothed map divided by its maximum, so it is
+        1 at an isolated click and 0 far from clicks; a channel without clicks stays 0.
+
+    Raises:
+        ValueError: wrong rank or a bad ``sigma``.
+    """
+    if click_maps.dim() not in (4, 5):
+        raise ValueError(f"click_maps must be (B, C, H, W) or (B, C, H, W, D), got shape {list(click_maps.shape)}")
+    spatial_dims = click_maps.dim() - 2
+    sigmas = _sigma_tuple(sigma, spatial_dims)
+    maps = click_maps.to(torch.float32)
+    smoothing = GaussianFilter(spatial_dims, sigma=sigmas, truncated=truncated).to(maps.device)
+    smoothed = smoothing(maps).clamp_min_(0.0)
+    peak = smoothed.flatten(2).amax(dim=2)
+    scale = torch.where(peak > 0, 1.0 / peak.clamp_min(torch.finfo(torch.float32).tiny), torch.zeros_like(peak))
+    return smoothed * scale.view(*scale.shape, *([1] * spatial_dims))
+
+
+def render_slice_guidance(
+    click_maps: torch.Tensor, axis: int, sigma: float | Sequence[float] = 2.0, truncated: float = 4.0
+) -> torch.Tensor:
+    """2D guidance on every slice of volumetric click maps (for a 2D network applied slice by slice).
+
+    Args:
+        click_maps: ``(B, C, H, W, D)`` binary click maps.
+        axis: spatial axis (0, 1 or 2) that indexes the slices.
+        sigma: in-plane Gaussian standard deviation in voxels.
+        truncated: kernel cut-off in multiples of sigma.
+
+    Returns:
+        float32 ``(B, C, H, W, D)``: each slice normalised on its own, no guidance bleeds between slices.
+    """
+    if click_maps.dim() != 5:
+        raise ValueError(f"click_maps must be (B, C, H, W, D), got shape {list(click_maps.shape)}")
+    if axis not in (0, 1, 2):
+        raise ValueError(f"axis must be 0, 1 or 2, got {axis!r}")
+    b, c = click_maps.shape[:2]
+    moved = torch.movedim(click_maps, axis + 2, 2)  # (B, C, S, P, Q)
+    n_slices, plane = moved.shape[2], moved.shape[3:]
+    slices = moved.permute(0, 2, 1, 3, 4).reshape(b * n_slices, c, *plane)
+    rendered = render_guidance(slices, sigma, truncated).reshape(b, n_slices, c, *plane).permute(0, 2, 1, 3, 4)
+    return torch.movedim(rendered, 2, axis + 2).contiguous()
+
+
+def validate_points(points: Any, spatial_shape: Sequence[int], name: str) -> np.ndarray:
+    """Check user clicks and return them as ``int64 (N, len(spatial_shape))``.
+
+    Args:
+        points: a sequence of clicks, each a sequence of ``len(spatial_shape)`` integer voxel indices (an empty
+            sequence or ``None`` means no click); floats that are whole numbers are accepted.
+        spatial_shape: the image's spatial shape (no channel dimension).
+        name: what the clicks are called in error messages (e.g. ``"foreground"``).
+
+    Raises:
+        ValueError: not a list of points, wrong number of coordinates, non-integer or non-finite coordinates, or a
+            click outside the image (the message gives the click, the image shape and the valid range).
+    """
+    ndim = len(spatial_shape)
+    if points is None:
+        return np.zeros((0, ndim), dtype=np.int64)
+    if isinstance(points, str | bytes):
+        raise ValueError(f"{name} clicks must be a list of points like [[i, j, k], ...], got the string {points!r}")
+    if isinstance(points, torch.Tensor):
+        points = points.detach().cpu().numpy()
+    try:
+        values = np.asarray(points, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} clicks must be a list of points of {ndim} numbers each, got {points!r}") from err
+    if values.size == 0:
+        return np.zeros((0, ndim), dtype=np.int64)
+    if values.ndim == 1:
+        raise ValueError(f"{name} clicks must be a list of points [[...], ...], got one flat point {values.tolist()}")
+    if values.ndim != 2 or values.shape[1] != ndim:
+        raise ValueError(
+            f"{name} clicks must each have {ndim} coordinates for an image of spatial shape {tuple(spatial_shape)}, "
+            f"got {values.tolist()}"
+        )
+    if not np.isfinite(values).all() or not np.array_equal(values, np.round(values)):
+        raise ValueError(f"{name} clicks must be integer voxel indices, got {values.tolist()}")
+    clicks = values.astype(np.int64)
+    outside = (clicks < 0) | (clicks >= np.asarray(spatial_shape, dtype=np.int64))
+    if outside.any():
+        bad = clicks[outside.any(axis=1)][0].tolist()
+        limits = ", ".join(f"0..{s - 1}" for s in spatial_shape)
+        raise ValueError(
+            f"{name} click {bad} lies outside the image of spatial shape {tuple(spatial_shape)} (valid: {limits})"
+        )
+    return clicks
+
+
+def click_map_from_points(
+    foreground: Any, background: Any, spatial_shape: Sequence[int], require_foreground: bool = False
+) -> torch.Tensor:
+    """Binary click map ``(2, *spatial_shape)`` (uint8; channel 0 foreground, 1 background) from point lists.
+
+    Args:
+        foreground: positive clicks, see :func:`validate_points`.
+        background: negative clicks.
+        spatial_shape: image spatial shape.
+        require_foreground: raise if there is no foreground click (a structure needs at least one).
+
+    Raises:
+        ValueError: bad clicks (see :func:`validate_points`), no clicks at all, or no foreground click when
+            ``require_foreground``.
+    """
+    shape = tuple(int(s) for s in spatial_shape)
+    fg = validate_points(foreground, shape, "foreground")
+    bg = validate_points(background, shape, "background")
+    if len(fg) == 0 and len(bg) == 0:
+        raise ValueError("no clicks: give at least one foreground click inside the structure to segment")
+    if require_foreground and len(fg) == 0:
+        raise ValueError(f"no foreground click: {len(bg)} background click(s) alone do not say what to segment")
+    maps = torch.zeros((2, *shape), dtype=torch.uint8)
+    for channel, clicks in ((FOREGROUND, fg), (BACKGROUND, bg)):
+        if len(clicks):
+            maps[(channel, *torch.from_numpy(clicks).T)] = 1
+    return maps
+
+
+class ClickMapsd(MapTransform):
+    """Check the user's clicks against the image and store them as a binary click map.
+
+    Reads ``data[image_key]`` (channel-first ``(C, *spatial)``) and the point lists ``data[foreground_key]``,
+    ``data[background_key]`` (MONAI Label's request keys), writes ``data[map_key]``: a uint8
+    ``MetaTensor``/tensor ``(2, *spatial)`` carrying the image's meta data (affine), so ``Orientationd`` and other
+    spatial transforms can be applied to image and click map together (with nearest interpolation only:
+    flips/permutations keep every click).
+
+    For a 2D network applied to a volume, clicks may have one coordinate fewer than the volume (in-plane
+    ``(i, j)``) when ``data[slice_key]`` gives the slice index along ``axis``.
+
+    Args:
+        image_key: key of the channel-first image.
+        foreground_key: key of the positive clicks (list of points, voxel indices, see module docstring).
+        background_key: key of the negative clicks.
+        map_key: output key of the click map.
+        slice_key: key of an optional slice index for in-plane clicks on a volume.
+        axis: the slice axis (spatial axis index) used with ``slice_key``.
+        require_foreground: raise if there is no foreground click.
+        check_image: raise if the image holds NaN or infinite values.
+        allow_missing_keys: treat a missing click key as "no clicks of this kind".
+
+    Raises:
+        ValueError: NaN image, wrong rank, a click outside the image or with the wrong number of coordinates, no
+            clicks, or in-plane clicks on a volume without ``slice_key``.
+
+    Example:
+        >>> t = ClickMapsd(image_key="image")
+        >>> out = t({"image": torch.zeros(1, 8, 8, 4), "foreground": [[2, 3, 1]], "background": []})
+        >>> out["clicks"].shape
+        torch.Size([2, 8, 8, 4])
+    """
+
+    def __init__(
+        self,
+        image_key: str = "image",
+        foreground_key: str = "foreground",
+        background_key: str = "background",
+        map_key: str = "clicks",
+        slice_key: str = "slice",
+        axis: int = 2,
+        require_foreground: bool = False,
+        check_image: bool = True,
+        allow_missing_keys: bool = True,
+    ) -> None:
+        super().__init__([foreground_key, background_key], allow_missing_keys)
+        self.image_key = image_key
+        self.foreground_key = foreground_key
+        self.background_key = background_key
+        self.map_key = map_key
+        self.slice_key = slice_key
+        self.axis = axis
+        self.require_foreground = require_foreground
+        self.check_image = check_image
+
+    def _clicks(self, d: Mapping[Hashable, Any], key: str, spatial: tuple[int, ...]) -> Any:
+        if key not in d:
+            if not self.allow_missing_keys:
+                raise ValueError(f"missing key {key!r} (the {key} clicks)")
+            return []
+        points = d[key]
+        if len(spatial) != 3 or points is None or len(points) == 0:
+            return points
+        arr = np.asarray(points, dtype=object)
+        if arr.ndim == 2 and arr.shape[1] == 2:  # in-plane clicks on a volume: need the slice index
+            if d.get(self.slice_key) is None:
+                raise ValueError(
+                    f"{key} clicks {np.asarray(points).tolist()} have 2 coordinates but the image is a volume "
+                    f"{spatial}: give clicks as (i, j, k) or the slice index under {self.slice_key!r}"
+                )
+            k = int(d[self.slice_key])
+            if not 0 <= k < spatial[self.axis]:
+                raise ValueError(f"slice {k} lies outside the volume: axis {self.axis} has {spatial[self.axis]} slices")
+            return [[*p[: self.axis], k, *p[self.axis :]] for p in np.asarray(points).tolist()]
+        return points
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        if self.image_key not in d:
+            raise ValueError(f"missing key {self.image_key!r} (the image)")
+        image = d[self.image_key]
+        if image.ndim not in (3, 4):
+            raise ValueError(
+                f"{self.image_key!r} must be channel-first (C, H, W) or (C, H, W, D), got shape {tuple(image.shape)}"
+            )
+        if self.check_image and not bool(torch.isfinite(convert_to_tensor(image)).all()):
+            raise ValueError(f"{self.image_key!r} holds NaN or infinite values")
+        spatial = tuple(int(s) for s in image.shape[1:])
+        maps = click_map_from_points(
+            self._clicks(d, self.foreground_key, spatial),
+            self._clicks(d, self.background_key, spatial),
+            spatial,
+            self.require_foreground,
+        )
+        meta = getattr(image, "meta", None)
+        if meta is not None:
+            from monai.data import MetaTensor
+
+            d[self.map_key] = MetaTensor(maps, meta=dict(meta))
+        else:
+            d[self.map_key] = maps
+        return d
+
+
+class AddGuidanced(MapTransform):
+    """Render the click map into Gaussian guidance and append it to the image channels.
+
+    ``data[image_key]`` ``(C, *spatial)`` becomes ``(C + 2, *spatial)``: the image, then foreground and background
+    guidance from ``data[map_key]`` (see :func:`render_guidance`). With ``slice_axis`` set, a volume gets 2D guidance
+    on each slice along that axis (for a 2D network run slice by slice); otherwise guidance has the image's
+    dimensionality.
+
+    Args:
+        image_key: key of the channel-first image.
+        map_key: key of the click map ``(2, *spatial)`` (from :class:`ClickMapsd`).
+        sigma: Gaussian standard deviation in voxels (the paper: 2).
+        slice_axis: spatial axis of the slices for per-slice 2D guidance on a volume, or ``None``.
+        delete_map: remove ``map_key`` afterwards.
+
+    Raises:
+        ValueError: the click map's spatial shape differs from the image's.
+    """
+
+    def __init__(
+        self,
+        image_key: str = "image",
+        map_key: str = "clicks",
+        sigma: float | Sequence[float] = 2.0,
+        slice_axis: int | None = None,
+        delete_map: bool = True,
+    ) -> None:
+        super().__init__([image_key, map_key])
+        self.image_key = image_key
+        self.map_key = map_key
+        self.sigma = sigma
+        self.slice_axis = slice_axis
+        self.delete_map = delete_map
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        image, maps = d[self.image_key], d[self.map_key]
+        if tuple(maps.shape[1:]) != tuple(image.shape[1:]):
+            raise ValueError(
+                f"click map {tuple(maps.shape)} and image {tuple(image.shape)} differ in spatial shape; apply the "
+                "same spatial transforms to both"
+            )
+        batch = convert_to_tensor(maps, track_meta=False)[None]
+        if self.slice_axis is not None and batch.dim() == 5:
+            guidance = render_slice_guidance(batch, self.slice_axis, self.sigma)[0]
+        else:
+            guidance = render_guidance(batch, self.sigma)[0]
+        img = image if isinstance(image, torch.Tensor) else torch.as_tensor(np.asarray(image))
+        guidance = guidance.to(device=img.device)  # numpy < 2 arrays have no ``.device``
+        d[self.image_key] = torch.cat([img.to(torch.float32), guidance], dim=0)
+        if self.delete_map:
+            d.pop(self.map_key)
+        return d
