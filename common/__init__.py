@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 #: Sub-packages and modules reachable as attributes of ``common``.
 SUBPACKAGES = (
     "bundle",
+    "clicks",
     "data",
     "demo",
     "distributed",

@@ -1,0 +1,199 @@
+"""DeepGrow's iterative click simulation as an ``iteration_update`` of a standard MONAI engine, batched on device.
+
+Per batch (METHODS.md CLICK, section 2): one foreground click from the ground truth, then up to ``K`` no-grad
+prediction rounds; in round ``k`` each sample receives one error-driven click with probability ``p_k`` (falling
+linearly with ``k``), then the engine's normal iteration (one gradient step for a trainer, one scored prediction
+for an evaluator) runs on the final guidance.
+
+Unlike ``monai.apps.deepgrow.interaction.Interaction`` nothing leaves the device between rounds: clicks live in a
+batched boolean click map ``(B, 2, *spatial)`` on the training device, the error regions, distances and draws are
+computed for the whole batch (:func:`common.transforms.clicks.simulate_error_clicks`), and guidance is rendered for
+the whole batch (:func:`common.transforms.guidance.render_guidance`); no decollate/collate, no JSON, no per-sample
+CPU transform. Random decisions (which samples click in which round, and the uniform numbers of the draws) come from
+a seeded CPU ``torch.Generator``, so runs are reproducible and independent of the device.
+
+Batch layout expected from the data loader: ``batchdata["image"]`` ``(B, C_img, *spatial)`` without guidance and
+``batchdata["label"]`` ``(B, 1, *spatial)`` binary; the network receives ``(B, C_img + 2, *spatial)`` and returns
+``(B, 1, *spatial)`` logits (sigmoid) or ``(B, 2, *spatial)`` logits (softmax; argmax gives the mask).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from contextlib import nullcontext
+from typing import Any, Literal
+
+import torch
+import torch.distributed as dist
+
+from common.transforms.clicks import DepthBackend, add_clicks_to_maps, simulate_error_clicks
+from common.transforms.guidance import render_guidance
+
+__all__ = ["SCHEDULES", "BatchedClickInteraction", "binarize_logits", "click_probabilities"]
+
+logger = logging.getLogger(__name__)
+
+Schedule = Literal["paper", "monai"]
+#: Names of the click-probability schedules, see :func:`click_probabilities`.
+SCHEDULES: tuple[str, ...] = ("paper", "monai")
+
+
+def click_probabilities(max_interactions: int, schedule: Schedule = "paper") -> list[float]:
+    """Probability that a sample receives a click in round ``k = 1 .. K`` (training).
+
+    - ``"paper"``: ``p_k = (K + 1 - k) / (K + 1)``: falls linearly and is below 1 from the first round, so a sample
+      ends with ``t in [0, K]`` extra clicks as in the paper (``K = 1`` gives 1 or 2 clicks).
+    - ``"monai"``: ``p_k = 1 - (k - 1) / K`` as in ``monai.apps.deepgrow.interaction.Interaction``: the first
+      round always clicks, ``t in [1, K]``.
+
+    Raises:
+        ValueError: ``max_interactions < 0`` or an unknown schedule.
+    """
+    if isinstance(max_interactions, bool) or not isinstance(max_interactions, int) or max_interactions < 0:
+        raise ValueError(f"max_interactions must be an integer >= 0, got {max_interactions!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    k_max = max_interactions
+    if schedule == "paper":
+        return [(k_max + 1 - k) / (k_max + 1) for k in range(1, k_max + 1)]
+    return [1.0 - (k - 1) / k_max for k in range(1, k_max + 1)]
+
+
+def binarize_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Binary mask ``(B, 1, *spatial)`` from 1-channel (``> 0``, i.e. sigmoid > 0.5) or 2-channel (argmax) logits."""
+    if logits.shape[1] == 1:
+        return logits > 0
+    if logits.shape[1] == 2:
+        return (logits[:, 1:2] > logits[:, 0:1]).contiguous()
+    raise ValueError(f"expected 1- or 2-channel logits, got shape {list(logits.shape)}")
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+class BatchedClickInteraction:
+    """``iteration_update`` that simulates DeepGrow clicks on whole batches on the engine's device.
+
+    Use it in a bundle config as the ``iteration_update`` of a ``SupervisedTrainer`` (``train=True``) or a
+    ``SupervisedEvaluator`` (``train=False``: every round clicks every sample that still has an error, so the
+    evaluator scores the prediction after ``1 + max_interactions`` clicks).
+
+    Args:
+        max_interactions: ``K``, the number of no-grad prediction rounds after the first click (the paper trains
+            with 1, 2, 5, 10 or 15).
+        sigma: guidance Gaussian standard deviation in voxels (the paper: 2).
+        train: training schedule (random, falling probabilities) or evaluation (always click).
+        schedule: ``"paper"`` or ``"monai"``, see :func:`click_probabilities`.
+        image_key: batch key of the image without guidance ``(B, C_img, *spatial)``.
+        label_key: batch key of the binary label ``(B, 1, *spatial)``.
+        seed: seed of the CPU generator for the random decisions (each distributed rank adds its rank).
+        depth_backend: distance backend of the click sampler, see :func:`common.transforms.clicks.chamfer_depth`.
+
+    Attributes:
+        last_clicks: after each call, ``(B,)`` int64 total clicks per sample of the last batch (on the device).
+        last_rounds: number of prediction rounds run for the last batch.
+
+    Example (``train.json``)::
+
+        "iteration_update": {"_target_": "common.clicks.BatchedClickInteraction", "max_interactions": 5}
+    """
+
+    def __init__(
+        self,
+        max_interactions: int,
+        sigma: float | Sequence[float] = 2.0,
+        train: bool = True,
+        schedule: Schedule = "paper",
+        image_key: str = "image",
+        label_key: str = "label",
+        seed: int = 0,
+        depth_backend: DepthBackend = "auto",
+    ) -> None:
+        self.probabilities = click_probabilities(max_interactions, schedule)
+        self.max_interactions = max_interactions
+        self.sigma = sigma
+        self.train = bool(train)
+        self.schedule = schedule
+        self.image_key = image_key
+        self.label_key = label_key
+        self.seed = int(seed)
+        self.depth_backend: DepthBackend = depth_backend
+        self._generator: torch.Generator | None = None
+        self.last_clicks: torch.Tensor | None = None
+        self.last_rounds = 0
+
+    def _rng(self) -> torch.Generator:
+        if self._generator is None:  # created lazily so the rank is known under torchrun
+            self._generator = torch.Generator().manual_seed(self.seed + _rank())
+        return self._generator
+
+    def _decisions(self, batch_size: int) -> torch.Tensor:
+        """bool ``(K, B)``: which sample clicks in which round (CPU)."""
+        if not self.train:
+            return torch.ones((self.max_interactions, batch_size), dtype=torch.bool)
+        p = torch.tensor(self.probabilities, dtype=torch.float64).view(-1, 1)
+        draws = torch.rand((self.max_interactions, batch_size), generator=self._rng(), dtype=torch.float64)
+        return draws < p
+
+    def simulate(
+        self, image: torch.Tensor, label: torch.Tensor, network: torch.nn.Module, amp: bool = False
+    ) -> torch.Tensor:
+        """Run the click rounds and return the final network input ``(B, C_img + 2, *spatial)``.
+
+        Args:
+            image: ``(B, C_img, *spatial)`` on the device.
+            label: ``(B, 1, *spatial)`` on the device.
+            network: the model (put in eval mode for the rounds; the caller restores the mode it needs).
+            amp: run the rounds under ``torch.autocast`` on CUDA.
+        """
+        if label.shape[0] != image.shape[0] or label.shape[2:] != image.shape[2:] or label.shape[1] != 1:
+            raise ValueError(
+                f"{self.label_key!r} {list(label.shape)} must be (B, 1, *spatial) matching {self.image_key!r} "
+                f"{list(image.shape)}"
+            )
+        b = image.shape[0]
+        truth = label > 0.5
+        host_decisions = self._decisions(b)
+        any_click = host_decisions.any(dim=1).tolist()  # read on the CPU: no device synchronisation
+        decisions = host_decisions.to(image.device, non_blocking=True)
+        uniform = torch.rand((self.max_interactions + 1, b), generator=self._rng(), dtype=torch.float64)
+        uniform = uniform.to(image.device, non_blocking=True)
+        maps = torch.zeros((b, 2, *image.shape[2:]), dtype=torch.bool, device=image.device)
+        first = simulate_error_clicks(truth, torch.zeros_like(truth), uniform[0], self.depth_backend)
+        maps = add_clicks_to_maps(maps, first)
+        clicks = first.valid.to(torch.int64)
+        rounds = 0
+        was_training = network.training
+        network.eval()
+        autocast = torch.autocast("cuda") if amp and image.is_cuda else nullcontext()
+        for k in range(self.max_interactions):
+            if not any_click[k]:
+                continue
+            with torch.no_grad(), autocast:
+                logits = network(torch.cat([image, render_guidance(maps, self.sigma).to(image.dtype)], dim=1))
+            pred = binarize_logits(logits.float())
+            new = simulate_error_clicks(truth, pred, uniform[k + 1], self.depth_backend)
+            active = decisions[k]
+            maps = add_clicks_to_maps(maps, new, active)
+            clicks = clicks + (new.valid & active).to(torch.int64)
+            rounds += 1
+        network.train(was_training)
+        self.last_clicks, self.last_rounds = clicks, rounds
+        return torch.cat([image, render_guidance(maps, self.sigma).to(image.dtype)], dim=1)
+
+    def __call__(self, engine: Any, batchdata: dict[str, Any]) -> dict[str, Any]:
+        """Simulate the clicks for ``batchdata`` and run ``engine._iteration`` on the guided batch."""
+        if batchdata is None:
+            raise ValueError("BatchedClickInteraction needs batch data for the iteration")
+        for key in (self.image_key, self.label_key):
+            if key not in batchdata:
+                raise ValueError(f"batch has no {key!r}; keys: {sorted(batchdata)}")
+        device = engine.state.device
+        image = torch.as_tensor(batchdata[self.image_key]).to(device, non_blocking=True)
+        label = torch.as_tensor(batchdata[self.label_key]).to(device, non_blocking=True)
+        guided = dict(batchdata)
+        guided[self.image_key] = self.simulate(image, label, engine.network, amp=bool(getattr(engine, "amp", False)))
+        guided[self.label_key] = label
+        return engine._iteration(engine, guided)
