@@ -7,7 +7,10 @@ Steps (each prints progress and writes its results under ``--out``):
    robot on the validation fold (seen and unseen structures), writing ``rounds.csv``, ``summary.json`` and
    ``curves.png``;
 3. slice propagation: train the bundle's quick configuration, propagate one annotated slice through a held-out
-   volume with ``configs/inference.json``, and run the paper's correction protocol through the same evaluation core.
+   volume with ``configs/inference.json``, and run the paper's correction protocol through the same evaluation core;
+4. DeepGrow clicks: train the bundle's quick configuration (to show the training path), then, with the bundle's
+   shipped weights, segment an unseen structure from one click per slice with ``configs/inference.json`` and run
+   the click protocol (1 .. ``--rounds`` clicks per slice) with ``configs/evaluate.json``.
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "run_region_grow_baseline", "run_slice_propagation"]
+__all__ = ["main", "run_deepgrow_clicks", "run_region_grow_baseline", "run_slice_propagation"]
 
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROPAGATION_BUNDLE = REPO_ROOT / "bundles" / "slice_propagation"
+DEEPGROW_BUNDLE = REPO_ROOT / "bundles" / "deepgrow_clicks"
 
 
 def _ensure_dataset(data_dir: Path, n_cases: int, seed: int) -> Path:
@@ -181,6 +185,90 @@ def run_slice_propagation(data_dir: Path, out_dir: Path, n_rounds: int, epochs: 
     return out_dir / "interactive_nearest" / "summary.json"
 
 
+def _one_click_per_slice(mask: Any, axis: int = 2) -> list[list[int]]:
+    """The deepest voxel of ``mask`` on every slice along ``axis`` that holds it (a user's first clicks)."""
+    import numpy as np
+
+    from common.interaction import deepest_voxel
+
+    clicks = []
+    for k in np.flatnonzero(np.moveaxis(mask, axis, 0).any(axis=(1, 2))):
+        (i, j), _ = deepest_voxel(np.take(mask, k, axis=axis), (1.0, 1.0))
+        point = [int(i), int(j)]
+        point.insert(axis, int(k))
+        clicks.append(point)
+    return clicks
+
+
+def run_deepgrow_clicks(data_dir: Path, out_dir: Path, n_rounds: int, epochs: int) -> Path:
+    """Train the DeepGrow bundle's quick configuration, then segment an unseen structure from clicks with the
+    shipped weights (``inference.json``) and run the click protocol (``evaluate.json``).
+
+    Returns:
+        the path of the evaluation's ``summary.json``.
+    """
+    import numpy as np
+
+    from common.data import load_msd_dataset, select_fold
+    from common.evaluation import dice
+    from common.visualization import save_label_montage
+
+    configs = DEEPGROW_BUNDLE / "configs"
+    shipped = DEEPGROW_BUNDLE / "models" / "model.pt"
+    common_args = ["--bundle_root", str(DEEPGROW_BUNDLE), "--dataset_dir", str(data_dir)]
+    start = time.perf_counter()
+    print(f"[demo] DeepGrow clicks: training the quick configuration for {epochs} epochs ...")
+    _monai_bundle(
+        ["run", "--config_file", repr([str(configs / "train.json"), str(configs / "quick.json")]), *common_args,
+         "--ckpt_dir", str(out_dir / "models"), "--output_dir", str(out_dir / "runs"), "--max_epochs", str(epochs),
+         "--val_interval", str(epochs)],
+        out_dir / "train.log",
+    )  # fmt: skip
+    print(f"[demo] trained in {time.perf_counter() - start:.0f} s (log: {out_dir / 'train.log'}); the steps below use")
+    print(f"[demo] the bundle's shipped weights {shipped.relative_to(REPO_ROOT)} (see bundles/deepgrow_clicks/docs)")
+
+    dataset = load_msd_dataset(data_dir)
+    item = select_fold(dataset.training, 0).val[0]
+    case_id, image = item["case_id"], Path(item["image"])
+    truth = np.asarray(_nifti(item["label"]).dataobj) == dataset.label_value("kidney_right")
+    clicks = _one_click_per_slice(truth)
+    datalist = out_dir / "datalist.json"
+    datalist.write_text(json.dumps({"datalist": [{"image": str(image), "foreground": clicks, "background": []}]}))
+    masks = out_dir / "masks"
+    _monai_bundle(
+        ["run", "--config_file", repr([str(configs / "inference.json"), str(datalist)]),
+         "--bundle_root", str(DEEPGROW_BUNDLE), "--output_dir", str(masks)],
+        out_dir / "inference.log",
+    )  # fmt: skip
+    mask = np.asarray(_nifti(masks / f"{case_id}_clicks.nii.gz").dataobj) > 0
+    png = save_label_montage(
+        np.asarray(_nifti(image).dataobj), truth.astype(np.uint8), out_dir / "kidney_right_clicks.png",
+        label_names={1: "kidney_right (ground truth)"}, prediction=mask.astype(np.uint8),
+        prediction_colour="yellow",
+        title=f"{case_id}: one click per slice on an unseen structure (contour: DeepGrow 2D)",
+    )  # fmt: skip
+    print(
+        f"[demo] {len(clicks)} clicks (one per slice) on kidney_right (unseen) in {case_id}: "
+        f"Dice {dice(mask, truth):.3f} -> {png}"
+    )
+
+    subset = out_dir / "eval_subset.json"  # one validation volume (all its structures), the shipped weights
+    subset.write_text(
+        json.dumps(
+            {
+                "eval_items": "$common.data.expand_structures(@split.val[:1], @dataset, level='volume')",
+                "ckpt_path": str(shipped),
+            }
+        )
+    )
+    eval_files = repr([str(configs / "train.json"), str(configs / "evaluate.json"), str(subset)])
+    _monai_bundle(
+        ["run", "--config_file", eval_files, *common_args, "--output_dir", str(out_dir), "--n_rounds", str(n_rounds)],
+        out_dir / "evaluate.log",
+    )
+    return out_dir / "interactive" / "summary.json"
+
+
 def _print_summary(summary_path: Path, label: str) -> None:
     summary = json.loads(summary_path.read_text())
     for method, block in summary["methods"].items():
@@ -199,7 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=5, help="interaction rounds per structure")
     parser.add_argument("--epochs", type=int, default=4, help="training epochs of the quick slice-propagation model")
-    parser.add_argument("--skip-propagation", action="store_true", help="only run the region-growing baseline")
+    parser.add_argument("--skip-propagation", action="store_true", help="skip the slice-propagation step")
+    parser.add_argument("--skip-clicks", action="store_true", help="skip the DeepGrow click step")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -212,6 +301,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.skip_propagation:
         summary = run_slice_propagation(data_dir, out / "slice_propagation", n_rounds=args.rounds, epochs=args.epochs)
         _print_summary(summary, "slices")
+        print(f"[demo] wrote {summary.parent}/rounds.csv, summary.json and curves.png")
+    if not args.skip_clicks:
+        summary = run_deepgrow_clicks(data_dir, out / "deepgrow_clicks", n_rounds=args.rounds, epochs=2)
+        _print_summary(summary, "clicks per slice")
         print(f"[demo] wrote {summary.parent}/rounds.csv, summary.json and curves.png")
     return 0
 
