@@ -377,3 +377,22 @@ def test_instantiable_from_bundle_config() -> None:
     guide = parser.get_parsed_content("guide")
     assert isinstance(guide, AddGuidanced)
     assert guide.slice_axis == 2
+
+
+@pytest.mark.parametrize("shape", [(3, 2, 40, 36), (2, 2, 20, 24, 16)])
+def test_stamp_and_convolution_renderings_agree(shape: tuple[int, ...]) -> None:
+    generator = torch.Generator().manual_seed(3)
+    maps = torch.rand(shape, generator=generator) < 0.01
+    maps[0, 0, 0, 0] = True  # a click in a corner: the stamp is cut at the border like the zero-padded convolution
+    maps[-1, 1, -1, -1] = True
+    maps[1, 1] = False  # a channel without clicks stays zero in both
+    conv = render_guidance(maps, 2.0, method="conv")
+    stamp = render_guidance(maps, 2.0, method="stamp")
+    torch.testing.assert_close(stamp, conv, atol=1e-6, rtol=0)
+    assert torch.equal(render_guidance(maps, 2.0), stamp)  # "auto" stamps sparse maps on the CPU
+    assert float(stamp[1, 1].abs().max()) == 0.0
+
+
+def test_unknown_render_method_is_rejected() -> None:
+    with pytest.raises(ValueError, match="method"):
+        render_guidance(torch.zeros(1, 2, 8, 8), method="fft")
