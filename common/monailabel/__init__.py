@@ -1,0 +1,47 @@
+"""MONAI Label app that serves this repository's bundles to viewers (3D Slicer, OHIF) over REST.
+
+MONAI Label's stock ``monaibundle`` app knows a bundle's interaction only from its folder name and passes only the
+image to the network; slice propagation (the user's annotated slices) and, later, box + scribbles, fine-tuning and
+active learning need an app of their own. This package is that app:
+
+- :mod:`~common.monailabel.kinds`: the *interaction kinds* registry. A kind turns a viewer's request (clicks, an
+  uploaded label with annotated slices, ...) into the datalist item a bundle's ``inference.json`` reads. New
+  interactions (box + scribbles, ...) register a kind; nothing else changes.
+- :mod:`~common.monailabel.bundles`: which bundles are served, under which kind (folder name -> kind, extendable
+  with ``--conf kinds``).
+- :mod:`~common.monailabel.studies`: a MONAI Label studies folder from an MSD dataset (embedded phantoms by default).
+- :mod:`~common.monailabel.infer`, :mod:`~common.monailabel.train`, :mod:`~common.monailabel.application`: the
+  MONAI Label task and app classes (these import ``monailabel``, an optional extra: ``pip install -e ".[label]"``).
+- ``common/monailabel/app/``: the app folder for ``monailabel start_server --app``.
+
+Names load on first access (PEP 562) and only the task and app modules import ``monailabel``, so
+``import common.monailabel`` and the first three modules work without the extra.
+"""
+
+from __future__ import annotations
+
+from common._lazy import lazy_exports
+
+__all__ = [
+    "DEFAULT_BUNDLE_KINDS",
+    "InteractionKind",
+    "ServedBundle",
+    "discover_bundles",
+    "get_kind",
+    "kinds",
+    "prepare_studies",
+    "register_kind",
+]
+
+_SOURCES = {
+    "InteractionKind": "kinds",
+    "get_kind": "kinds",
+    "kinds": "kinds",
+    "register_kind": "kinds",
+    "DEFAULT_BUNDLE_KINDS": "bundles",
+    "ServedBundle": "bundles",
+    "discover_bundles": "bundles",
+    "prepare_studies": "studies",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _SOURCES, __all__)

@@ -1,0 +1,143 @@
+"""MONAI Label infer task that runs a bundle's ``inference.json`` on a viewer's request.
+
+Like MONAI Label's ``BundleInferTask`` (``monailabel/tasks/infer/bundle.py``), the task takes the bundle's
+``preprocessing``, ``inferer``, ``network_def`` and ``postprocessing`` and runs them through MONAI Label's
+``BasicInferTask`` (its network cache, device handling, latency report and result writer), dropping the bundle's
+``SaveImaged``. What differs:
+
+- the request goes through the bundle's :class:`~common.monailabel.kinds.InteractionKind` first, which adds the
+  datalist keys the bundle reads (the uploaded annotation, the clicks) or rejects the request with a message;
+- the prediction is written as ``uint8`` in the input image's grid (the bundle's own ``Invertd`` puts it there;
+  MONAI Label's ``Restored``, which imports ``torchvision``, is not needed);
+- the weights are the bundle's ``models/model.pt`` until the app's training has written newer ones
+  (``BasicInferTask`` takes the last existing path and reloads when the file changes).
+
+This module imports ``monailabel`` (the ``label`` extra).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from monai.bundle import ConfigParser
+from monai.inferers import Inferer
+from monai.transforms import Compose, SaveImaged, SqueezeDimd
+from monailabel.tasks.infer.basic_infer import BasicInferTask
+
+from common.monailabel.bundles import ServedBundle
+
+__all__ = ["BundleInteractionInferTask", "bundle_labels", "load_bundle_config"]
+
+logger = logging.getLogger(__name__)
+
+
+def load_bundle_config(config_file: Path, bundle_root: Path) -> ConfigParser:
+    """A parser of one bundle config with ``bundle_root`` set to the bundle folder (not the working directory)."""
+    parser = ConfigParser()
+    parser.read_config(str(config_file))
+    parser["bundle_root"] = str(bundle_root)
+    return parser
+
+
+def bundle_labels(metadata: dict[str, Any]) -> dict[str, int]:
+    """``{structure name: 1}``: the name of the foreground in the bundle's output ``channel_def``.
+
+    The app's tasks return binary masks (1 = the structure the user pointed at), whatever the network's channels.
+    """
+    outputs = metadata.get("network_data_format", {}).get("outputs", {})
+    pred: dict[str, Any] = next(iter(outputs.values()), {}) if isinstance(outputs, dict) else {}
+    names = [str(v).lower() for v in pred.get("channel_def", {}).values() if str(v).lower() != "background"]
+    return {names[0] if len(names) == 1 else "structure": 1}
+
+
+def _spatial_dims(metadata: dict[str, Any]) -> int:
+    inputs = metadata.get("network_data_format", {}).get("inputs", {})
+    image: dict[str, Any] = next(iter(inputs.values()), {}) if isinstance(inputs, dict) else {}
+    shape = image.get("spatial_shape")
+    return len(shape) if isinstance(shape, list) and len(shape) in (2, 3) else 3
+
+
+class BundleInteractionInferTask(BasicInferTask):
+    """Serve one bundle's ``inference.json`` to MONAI Label viewers.
+
+    Every part of the config that names code (``network_def``, ``preprocessing``, ``inferer``, ``postprocessing``) is
+    instantiated when the task is built, so a broken bundle fails at server start with the config error rather than
+    on the first request.
+
+    Args:
+        bundle: the bundle and its interaction kind.
+        trained_weights: where the app's training writes this bundle's weights (``.../model.pt``); used instead of
+            the bundle's ``models/model.pt`` once it exists.
+        preload: load the network on every device at start.
+
+    Raises:
+        ValueError / FileNotFoundError: unreadable metadata or config; any error of instantiating the config parts.
+    """
+
+    def __init__(self, bundle: ServedBundle, trained_weights: Path, preload: bool = False) -> None:
+        metadata = bundle.metadata()
+        self.bundle = bundle
+        self.trained_weights = Path(trained_weights)
+        self.version = str(metadata.get("version", ""))
+        self._parser = load_bundle_config(bundle.inference_config, bundle.root)
+        network = self._parser.get_parsed_content("network_def", instantiate=True)
+        self._preprocessing = self._parser.get_parsed_content("preprocessing", instantiate=True)
+        self._inferer = self._parser.get_parsed_content("inferer", instantiate=True)
+        self._postprocessing = self._parser.get_parsed_content("postprocessing", instantiate=True)
+        dimension = bundle.kind.dimension or _spatial_dims(metadata)
+        super().__init__(
+            path=[str(bundle.weights), str(self.trained_weights)],
+            network=network,
+            type=bundle.kind.infer_type,
+            labels=bundle_labels(metadata),
+            dimension=dimension,
+            description=f"{metadata.get('name', bundle.name)}: {bundle.kind.description}",
+            load_strict=True,
+            preload=preload,
+        )
+
+    def info(self) -> dict[str, Any]:
+        """MONAI Label's model info plus the bundle version, interaction kind and the weights in use."""
+        info: dict[str, Any] = super().info()
+        info.update(version=self.version, kind=self.bundle.kind.name, weights=self.get_path())
+        return info
+
+    @staticmethod
+    def _transforms(compose: Any) -> list[Callable[..., Any]]:
+        return list(compose.transforms) if isinstance(compose, Compose) else list(compose)
+
+    def pre_transforms(self, data: Any = None) -> Sequence[Callable[..., Any]]:
+        """The bundle's ``preprocessing`` transforms (run one by one by MONAI Label)."""
+        return self._transforms(self._preprocessing)
+
+    def inferer(self, data: Any = None) -> Inferer:
+        """The bundle's ``inferer``."""
+        inferer: Inferer = self._inferer
+        return inferer
+
+    def post_transforms(self, data: Any = None) -> Sequence[Callable[..., Any]]:
+        """The bundle's ``postprocessing`` without ``SaveImaged``, then the channel dimension dropped for writing."""
+        post = [t for t in self._transforms(self._postprocessing) if not isinstance(t, SaveImaged)]
+        return [*post, SqueezeDimd(keys=self.output_label_key, dim=0)]
+
+    def writer(self, data: dict[str, Any], extension: str | None = None, dtype: Any = None) -> tuple[Any, Any]:
+        """MONAI Label's writer with a ``uint8`` mask (unless the request asks for ``result_dtype``)."""
+        return super().writer(data, extension=extension, dtype=dtype or data.get("result_dtype") or np.uint8)
+
+    def __call__(self, request: dict[str, Any], callbacks: Any = None) -> tuple[Any, dict[str, Any]]:
+        """Build the kind's datalist keys from ``request`` and run the bundle.
+
+        Raises:
+            ValueError / FileNotFoundError: the request lacks what the kind or the bundle's checks need (the
+                app answers these with HTTP 400).
+        """
+        with tempfile.TemporaryDirectory(prefix="isb_request_") as workdir:
+            item = self.bundle.kind.build_item(request, Path(workdir))
+            result_file, result_json = super().__call__({**request, **item}, callbacks)
+        result_json.update(bundle=self.bundle.name, kind=self.bundle.kind.name, weights=self.get_path())
+        return result_file, result_json

@@ -1,0 +1,210 @@
+"""MONAI Label train task that runs a bundle's ``train.json`` on the datastore's final labels.
+
+It reuses MONAI Label's ``BundleTrainTask`` (``monailabel/tasks/train/bundle.py``: datalist from the datastore,
+train/validation partition, config overrides, ``monai.bundle.run``) and changes what this repository's bundles need:
+
+- datastore labels are multi-label volumes; the bundles train on one structure at a time, so each volume becomes one
+  item per structure present (:func:`common.data.expand_structures`, after the split by volume, so that no volume
+  is in both lists);
+- the weights go to the app's folder (``ckpt_dir`` / ``output_dir`` overridden), never into the bundle: the shipped
+  ``models/model.pt`` is not overwritten; training starts from the newest weights (the app's, else the bundle's);
+- a few of the bundle's top-level hyper-parameters (:data:`TRAIN_PARAMS`) can be set per request, next to MONAI
+  Label's ``max_epochs``, ``val_split`` and ``pretrained``; unknown or mistyped values are refused;
+- single-process training only (MONAI Label's multi-GPU path writes a config file into the bundle folder).
+
+This module imports ``monailabel`` (the ``label`` extra).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from monailabel.interfaces.datastore import Datastore
+from monailabel.tasks.train.bundle import BundleTrainTask
+
+from common.data.msd import load_label_array
+from common.data.structures import expand_structures
+from common.monailabel.bundles import ServedBundle
+
+__all__ = ["TRAIN_PARAMS", "BundleInteractionTrainTask", "label_table"]
+
+logger = logging.getLogger(__name__)
+
+#: Top-level ``train.json`` hyper-parameters a train request may set (when the bundle has them and they are numbers).
+TRAIN_PARAMS: tuple[str, ...] = (
+    "learning_rate",
+    "slices_per_volume",
+    "volumes_per_batch",
+    "num_workers",
+    "val_interval",
+)
+
+
+def label_table(items: Sequence[Mapping[str, Any]], names: Mapping[int, str] | None = None) -> dict[int, str]:
+    """``{label value: structure name}`` for the structures of the datastore's labels.
+
+    Args:
+        items: ``{"label": path}`` dicts.
+        names: known names (the studies folder's ``labels.json``); when ``None``, the values present in the label
+            files are read and named ``label_<value>``.
+
+    Raises:
+        ValueError: no structure at all.
+    """
+    if names:
+        table = {int(v): str(n) for v, n in names.items() if int(v) != 0}
+    else:
+        values: set[int] = set()
+        for item in items:
+            values.update(int(v) for v in np.unique(load_label_array(item["label"])) if v != 0)
+        table = {v: f"label_{v}" for v in sorted(values)}
+    if not table:
+        raise ValueError("the datastore's final labels hold no structure (only background)")
+    return table
+
+
+def _check_param(name: str, value: Any, default: Any) -> int | float:
+    """``value`` as the type of the bundle's ``default`` (int: ``>= 1``, ``>= 0`` for ``num_workers``; float: ``> 0``).
+
+    Raises:
+        ValueError: not a finite number, or out of range.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+        raise ValueError(f"train parameter {name} must be a number, got {value!r}")
+    if isinstance(default, int) and not isinstance(default, bool):
+        minimum = 0 if name == "num_workers" else 1
+        if value != int(value) or value < minimum:
+            raise ValueError(f"train parameter {name} must be an integer >= {minimum}, got {value!r}")
+        return int(value)
+    if value <= 0:
+        raise ValueError(f"train parameter {name} must be positive, got {value!r}")
+    return float(value)
+
+
+class BundleInteractionTrainTask(BundleTrainTask):
+    """Train one bundle from the datastore's final labels (``POST /train/<bundle>``).
+
+    Args:
+        bundle: the bundle (its ``configs/train.json`` must exist).
+        trained_weights: where the weights go (``.../model.pt``; its folder also gets ``runs/`` for TensorBoard).
+        label_names: structure names by label value (``None``: ``label_<value>``).
+
+    Raises:
+        FileNotFoundError: the bundle has no ``configs/train.json``.
+    """
+
+    def __init__(
+        self, bundle: ServedBundle, trained_weights: Path, label_names: Mapping[int, str] | None = None
+    ) -> None:
+        if not bundle.train_config.is_file():
+            raise FileNotFoundError(f"bundle {bundle.name} has no {bundle.train_config}: it cannot be trained")
+        if Path(trained_weights).name != "model.pt":
+            raise ValueError(
+                f"trained weights must be named model.pt (the bundles' checkpoint name): {trained_weights}"
+            )
+        super().__init__(str(bundle.root), conf={}, load_strict=True)
+        self.bundle = bundle
+        self.trained_weights = Path(trained_weights)
+        self.label_names = dict(label_names) if label_names else None
+        self.params = {
+            k: self.bundle_config[k]
+            for k in TRAIN_PARAMS
+            if k in self.bundle_config
+            and isinstance(self.bundle_config[k], int | float)
+            and not isinstance(self.bundle_config[k], bool)
+        }
+        epochs = self.bundle_config.get("max_epochs", 50)
+        self.default_epochs = epochs if isinstance(epochs, int) else 50
+        self._request: dict[str, Any] = {}
+
+    def latest_weights(self) -> Path:
+        """The app's trained weights when they exist, else the bundle's ``models/model.pt``."""
+        return self.trained_weights if self.trained_weights.is_file() else self.bundle.weights
+
+    def config(self) -> dict[str, Any]:
+        """Train options shown to viewers: MONAI Label's, the bundle's epochs and :data:`TRAIN_PARAMS`."""
+        options: dict[str, Any] = super().config()
+        options.pop("multi_gpu", None)
+        options.pop("gpus", None)
+        options.update(max_epochs=self.default_epochs, **self.params)
+        return options
+
+    def _check_request(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        checked = dict(request)
+        epochs = checked.get("max_epochs", self.default_epochs)
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"max_epochs must be a positive integer, got {epochs!r}")
+        checked["max_epochs"] = epochs
+        split = checked.get("val_split", 0.2)
+        if isinstance(split, bool) or not isinstance(split, int | float) or not 0 < split < 1:
+            raise ValueError(f"val_split must be a number in (0, 1) (the bundles validate every epoch), got {split!r}")
+        checked["val_split"] = float(split)
+        for name, default in self.params.items():
+            if name in checked:
+                checked[name] = _check_param(name, checked[name], default)
+        checked["multi_gpu"] = False
+        return checked
+
+    def _fetch_datalist(self, request: Mapping[str, Any], datastore: Datastore) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = super()._fetch_datalist(request, datastore)
+        if len(items) < 2:
+            raise ValueError(
+                "training needs at least 2 images with a final label (1 for validation), "
+                f"the datastore has {len(items)}"
+            )
+        return items
+
+    def _partition_datalist(
+        self, datalist: list[dict[str, Any]], request: Mapping[str, Any], shuffle: bool = False
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        train, val = super()._partition_datalist(datalist, request, shuffle)
+        if not train or not val:
+            raise ValueError(
+                f"val_split={request.get('val_split')} leaves {len(train)} training and {len(val or [])} validation "
+                "volumes: both need at least one"
+            )
+        table = label_table(datalist, self.label_names)
+        return expand_structures(train, table), expand_structures(val, table)
+
+    def _load_checkpoint(self, model_pytorch: str, pretrained: bool, train_handlers: list[dict[str, Any]]) -> None:
+        if not pretrained or any(h.get("_target_") == "CheckpointLoader" for h in train_handlers):
+            return
+        path = self.latest_weights()
+        logger.info("training %s from %s", self.bundle.name, path)
+        loader = {
+            "_target_": "CheckpointLoader",
+            "load_path": str(path),
+            "load_dict": {"model": "$@network"},
+            "strict": True,
+            "map_location": "cpu",
+        }
+        train_handlers.insert(0, loader)
+
+    def _update_overrides(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        out_dir = self.trained_weights.parent
+        out_dir.mkdir(parents=True, exist_ok=True)
+        overrides["ckpt_dir"] = str(out_dir)
+        overrides["output_dir"] = str(out_dir / "runs")
+        overrides["max_epochs"] = overrides[self.const.key_train_trainer_max_epochs()]
+        for name in self.params:
+            if name in self._request:
+                overrides[name] = self._request[name]
+        return overrides
+
+    def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
+        """Check the request, train, and report where the weights are.
+
+        Raises:
+            ValueError: bad parameters, or too few labelled volumes for a train/validation split.
+        """
+        self._request = self._check_request(request)
+        super().__call__(self._request, datastore)
+        weights = self.trained_weights if self.trained_weights.is_file() else None
+        result = {"bundle": self.bundle.name, "weights": str(weights) if weights else None}
+        logger.info("train result %s", json.dumps(result))
+        return result

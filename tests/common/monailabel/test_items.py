@@ -1,0 +1,134 @@
+"""Tests of the request -> datalist item builders (no ``monailabel`` needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from common.monailabel.items import binarise_annotation, click_item, slice_propagation_item
+
+SHAPE = (8, 9, 10)  # all sides differ: a transposed copy cannot go unnoticed
+AFFINE = np.array([[0.8, 0, 0, -3.0], [0, 0.9, 0, 4.0], [0, 0, 2.5, -5.0], [0, 0, 0, 1]])
+
+
+def _label(tmp_path: Path, values: dict[int, int], name: str = "upload.nii.gz", dtype: type = np.uint8) -> Path:
+    """A label volume with ``value`` painted on slice ``k`` for each ``{k: value}`` entry (a 3x3 square)."""
+    data = np.zeros(SHAPE, dtype=dtype)
+    for k, value in values.items():
+        data[2:5, 3:6, k] = value
+    path = tmp_path / name
+    nib.save(nib.Nifti1Image(data, AFFINE), str(path))
+    return path
+
+
+def _read(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    image = nib.load(str(path))
+    return np.asarray(image.dataobj), image.affine
+
+
+def test_binary_annotation_is_passed_through_untouched(tmp_path: Path) -> None:
+    upload = _label(tmp_path, {4: 1})
+    before = upload.read_bytes()
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    assert binarise_annotation(upload, None, workdir) == upload
+    assert upload.read_bytes() == before
+    assert not any(workdir.iterdir())
+
+
+def test_single_segment_value_is_binarised_in_the_same_grid(tmp_path: Path) -> None:
+    upload = _label(tmp_path, {4: 3, 6: 3})  # a viewer's only segment exported with value 3
+    out = binarise_annotation(upload, None, tmp_path)
+    data, affine = _read(out)
+    assert out != upload
+    assert data.dtype == np.uint8
+    np.testing.assert_array_equal(data, (_read(upload)[0] == 3).astype(np.uint8))
+    np.testing.assert_allclose(affine, AFFINE)
+
+
+def test_label_value_selects_one_structure_of_a_multi_label_upload(tmp_path: Path) -> None:
+    upload = _label(tmp_path, {2: 1, 4: 4, 7: 9})
+    data, _ = _read(binarise_annotation(upload, 4, tmp_path))
+    assert set(np.unique(data)) == {0, 1}
+    assert np.flatnonzero(data.any(axis=(0, 1))).tolist() == [4]
+
+
+def test_several_values_without_label_value_name_the_values(tmp_path: Path) -> None:
+    upload = _label(tmp_path, {2: 1, 4: 4})
+    with pytest.raises(ValueError, match=r"several label values \[1, 4\].*label_value"):
+        binarise_annotation(upload, None, tmp_path)
+
+
+def test_label_value_absent_from_the_upload_raises(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"label_value 5 does not occur.*values \[1, 4\]"):
+        binarise_annotation(_label(tmp_path, {2: 1, 4: 4}), 5, tmp_path)
+
+
+def test_non_integer_upload_raises(tmp_path: Path) -> None:
+    upload = tmp_path / "soft.nii.gz"
+    nib.save(nib.Nifti1Image(np.full(SHAPE, 0.5, dtype=np.float32), AFFINE), str(upload))
+    with pytest.raises(ValueError, match="integer label values"):
+        binarise_annotation(upload, None, tmp_path)
+
+
+def test_other_formats_pass_through_but_cannot_select_a_value(tmp_path: Path) -> None:
+    upload = tmp_path / "label.nrrd"
+    upload.write_bytes(b"NRRD0004\n")
+    assert binarise_annotation(upload, None, tmp_path) == upload
+    with pytest.raises(ValueError, match="needs a NIfTI label upload"):
+        binarise_annotation(upload, 2, tmp_path)
+
+
+def test_slice_propagation_item_uses_the_uploaded_label(tmp_path: Path) -> None:
+    upload = _label(tmp_path, {4: 1})
+    assert slice_propagation_item({"image": "img.nii.gz", "label": str(upload)}, tmp_path) == {
+        "annotation": str(upload)
+    }
+
+
+@pytest.mark.parametrize("raw", [4, 4.0, "4"])
+def test_slice_propagation_item_reads_label_value_from_params(tmp_path: Path, raw: object) -> None:
+    upload = _label(tmp_path, {2: 1, 4: 4})
+    item = slice_propagation_item({"label": str(upload), "label_value": raw}, tmp_path)
+    data, _ = _read(Path(item["annotation"]))
+    assert np.flatnonzero(data.any(axis=(0, 1))).tolist() == [4]
+
+
+@pytest.mark.parametrize("raw", [0, -1, 2.5, "four", True, [4]])
+def test_slice_propagation_item_rejects_bad_label_values(tmp_path: Path, raw: object) -> None:
+    upload = _label(tmp_path, {2: 1, 4: 4})
+    with pytest.raises(ValueError, match="label_value must be a positive integer"):
+        slice_propagation_item({"label": str(upload), "label_value": raw}, tmp_path)
+
+
+@pytest.mark.parametrize("label", [None, "", "liver"])
+def test_slice_propagation_item_without_upload_says_how_to_send_one(tmp_path: Path, label: str | None) -> None:
+    request = {"image": "img.nii.gz"} if label is None else {"image": "img.nii.gz", "label": label}
+    error = FileNotFoundError if label else ValueError
+    with pytest.raises(error, match="multipart file 'label'"):
+        slice_propagation_item(request, tmp_path)
+
+
+def test_click_item_copies_the_clicks_as_lists(tmp_path: Path) -> None:
+    item = click_item({"image": "x", "foreground": [(1, 2, 3)], "label": "liver"}, tmp_path)
+    assert item == {"foreground": [[1, 2, 3]], "background": []}
+
+
+def test_click_item_keeps_coordinates_for_the_bundle_to_check(tmp_path: Path) -> None:
+    # out-of-image and malformed coordinates are the bundle's click transform's to reject, with the image shape
+    item = click_item({"foreground": [[999, 0, 0]], "background": [[1, 2]]}, tmp_path)
+    assert item == {"foreground": [[999, 0, 0]], "background": [[1, 2]]}
+
+
+@pytest.mark.parametrize("request_", [{}, {"foreground": [], "background": None}])
+def test_click_item_without_clicks_raises(tmp_path: Path, request_: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match="no clicks"):
+        click_item(request_, tmp_path)
+
+
+def test_click_item_rejects_non_list_clicks(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="foreground must be a list of clicks"):
+        click_item({"foreground": "[[1, 2, 3]]"}, tmp_path)
