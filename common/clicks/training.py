@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
+from monai.utils import convert_to_tensor
 
 from common.transforms.clicks import DepthBackend, add_clicks_to_maps, simulate_error_clicks
 from common.transforms.guidance import render_guidance
@@ -191,8 +192,9 @@ class BatchedClickInteraction:
             if key not in batchdata:
                 raise ValueError(f"batch has no {key!r}; keys: {sorted(batchdata)}")
         device = engine.state.device
-        image = torch.as_tensor(batchdata[self.image_key]).to(device, non_blocking=True)
-        label = torch.as_tensor(batchdata[self.label_key]).to(device, non_blocking=True)
+        # plain tensors: MetaTensor bookkeeping costs host time on every operation of the rounds and the step
+        image = convert_to_tensor(batchdata[self.image_key], track_meta=False).to(device, non_blocking=True)
+        label = convert_to_tensor(batchdata[self.label_key], track_meta=False).to(device, non_blocking=True)
         guided = dict(batchdata)
         guided[self.image_key] = self.simulate(image, label, engine.network, amp=bool(getattr(engine, "amp", False)))
         guided[self.label_key] = label

@@ -152,7 +152,13 @@ def render_slice_guidance(
     moved = torch.movedim(click_maps, axis + 2, 2)  # (B, C, S, P, Q)
     n_slices, plane = moved.shape[2], moved.shape[3:]
     slices = moved.permute(0, 2, 1, 3, 4).reshape(b * n_slices, c, *plane)
-    rendered = render_guidance(slices, sigma, truncated).reshape(b, n_slices, c, *plane).permute(0, 2, 1, 3, 4)
+    # only slices with a click are rendered: the others stay zero (a 200-slice volume with clicks on a few slices
+    # costs a few slices' work)
+    clicked = slices.flatten(1).any(dim=1).nonzero().flatten()
+    rendered = torch.zeros(slices.shape, dtype=torch.float32, device=click_maps.device)
+    if clicked.numel():
+        rendered[clicked] = render_guidance(slices[clicked], sigma, truncated)
+    rendered = rendered.reshape(b, n_slices, c, *plane).permute(0, 2, 1, 3, 4)
     return torch.movedim(rendered, 2, axis + 2).contiguous()
 
 
