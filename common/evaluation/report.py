@@ -94,11 +94,28 @@ def structure_table(records: Sequence[RoundRecord], metric: str = "dice", round_
     return "\n".join(lines)
 
 
-def rounds_table(records: Sequence[RoundRecord], metric: str = "dice", digits: int = 3) -> str:
-    """Markdown table: one row per round, one column per (method, group), cells ``mean ± std`` over curves."""
+def rounds_table(
+    records: Sequence[RoundRecord], metric: str = "dice", digits: int = 3, rounds: Sequence[int] | None = None
+) -> str:
+    """Markdown table: one row per round, one column per (method, group), cells ``mean ± std`` over curves.
+
+    Args:
+        records: the runs' records.
+        metric: ``"dice"``, ``"hd95"`` or ``"msd"``.
+        digits: decimals in the cells.
+        rounds: rows to show (e.g. ``[1, 2, 5, 10, 15]``); all recorded rounds when ``None``.
+
+    Raises:
+        ValueError: a requested round that no record has.
+    """
     methods = _methods(records)
     groups = sorted({r.group for r in records})
-    rounds = sorted({r.round for r in records})
+    recorded = sorted({r.round for r in records})
+    if rounds is not None:
+        missing = sorted(set(rounds) - set(recorded))
+        if missing:
+            raise ValueError(f"rounds {missing} are not in the records (recorded: {recorded[0]}..{recorded[-1]})")
+    rounds = recorded if rounds is None else sorted(set(rounds))
     values: dict[tuple[int, str, str], list[float]] = defaultdict(list)
     for r in records:
         values[(r.round, r.method, r.group)].append(float(getattr(r, metric)))
@@ -120,13 +137,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--png", type=Path, help="combined metric-vs-interactions plot to write")
     parser.add_argument("--metrics", nargs="+", default=["dice", "hd95"], help="metrics to tabulate")
     parser.add_argument("--title", default=None, help="plot title")
+    parser.add_argument("--rounds", nargs="+", type=int, help="rounds shown in the per-round tables (default: all)")
     args = parser.parse_args(argv)
     records = load_runs(args.runs, args.labels)
     parts = []
     for metric in args.metrics:
         digits = 3 if metric == "dice" else 1
         parts.append(f"#### {metric}: first round per structure\n\n{structure_table(records, metric, 1, digits)}")
-        parts.append(f"#### {metric}: mean per round\n\n{rounds_table(records, metric, digits)}")
+        parts.append(f"#### {metric}: mean per round\n\n{rounds_table(records, metric, digits, args.rounds)}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n\n".join(parts) + "\n", encoding="utf-8")
     if args.png is not None:

@@ -48,6 +48,14 @@ def test_rounds_table() -> None:
     assert table[3] == "| 2 | 0.900 | n/a | n/a | n/a |"
 
 
+def test_rounds_table_shows_only_the_requested_rounds() -> None:
+    table = rounds_table(RECORDS, "dice", rounds=[2]).splitlines()
+    assert len(table) == 3
+    assert table[2].startswith("| 2 |")
+    with pytest.raises(ValueError, match=r"rounds \[5\] are not in the records"):
+        rounds_table(RECORDS, "dice", rounds=[1, 5])
+
+
 def test_cli_writes_markdown_and_plot(tmp_path: Path) -> None:
     complete = [r for r in RECORDS if r.round == 1]  # every curve covers the same rounds, as the loop writes them
     for method in ("a", "b"):
