@@ -62,13 +62,11 @@ import argparse
 import json
 import logging
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -91,6 +89,7 @@ from monai.losses import DiceLoss
 from monai.transforms import Activationsd, Compose, EnsureTyped, ToNumpyd
 
 import common.clicks.training as click_training
+from common.benchmarking import device_description, run_environment
 from common.clicks import BatchedClickInteraction, ClickInferer, binarize_logits
 from common.networks import DeepGrowUNet
 from common.transforms.guidance import AddGuidanced, ClickMapsd, click_map_from_points, render_guidance
@@ -194,19 +193,6 @@ def synthetic_sample(size: Size, rng: np.random.Generator) -> tuple[np.ndarray, 
     label = (np.hypot(ii - ci, jj - cj) <= radius).astype(np.float32)
     image = (rng.standard_normal((height, width)) * 0.3).astype(np.float32) + label
     return image[None], label[None]
-
-
-def device_description(device: torch.device) -> str:
-    """A readable name of the device: the GPU's name, or the CPU model and its logical core count."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    name = platform.processor()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
-    except OSError:
-        pass
-    return f"{name or platform.machine()} ({os.cpu_count()} logical cores)"
 
 
 def _sync(device: torch.device) -> None:
@@ -963,16 +949,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         torch.backends.cudnn.benchmark = previous_cudnn
 
     report: dict[str, Any] = {
-        "benchmark": "deepgrow_clicks",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "device": device.type,
-        "device_name": device_description(device),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "monai": monai.__version__,
-        "threads": threads,
-        "cudnn_benchmark": bool(args.cudnn_benchmark),
+        **run_environment("deepgrow_clicks", device, threads, args.cudnn_benchmark),
         "load_average_before": load_before,
         "load_average_after": _load(),
         "note": args.note,

@@ -39,23 +39,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import monai
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from common.benchmarking import device_description, run_environment
 from common.networks import PropagationUNet
 from common.propagation import FrontRecord, SlicePropagationInferer
 
@@ -197,19 +194,6 @@ def network_batch_sizes(
         full, rest = divmod(active, cap)
         sizes.extend([cap] * full + ([rest] if rest else []))
     return sizes
-
-
-def device_description(device: torch.device) -> str:
-    """A readable name of the device: the GPU's name, or the CPU model and its logical core count."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    name = platform.processor()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
-    except OSError:
-        pass
-    return f"{name or platform.machine()} ({os.cpu_count()} logical cores)"
 
 
 class _NullNetwork(torch.nn.Module):
@@ -481,16 +465,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         torch.backends.cudnn.benchmark = previous_cudnn
 
     report: dict[str, Any] = {
-        "benchmark": "slice_propagation",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "device": device.type,
-        "device_name": device_description(device),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "monai": monai.__version__,
-        "threads": threads,
-        "cudnn_benchmark": bool(args.cudnn_benchmark),
+        **run_environment("slice_propagation", device, threads, args.cudnn_benchmark),
         "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
         "config": {
             "sizes": [list(s) for s in sizes],

@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 
 #: Sub-packages and modules reachable as attributes of ``common``.
 SUBPACKAGES = (
+    "benchmarking",
     "bundle",
     "clicks",
     "data",

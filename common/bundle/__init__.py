@@ -16,6 +16,7 @@ from common.bundle.checks import (
     network_def_problems,
     read_config,
 )
+from common.bundle.cli import run_monai_bundle
 
 __all__ = [
     "INFERENCE_IDS",
@@ -30,4 +31,5 @@ __all__ = [
     "missing_files",
     "network_def_problems",
     "read_config",
+    "run_monai_bundle",
 ]

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +20,17 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
+from common.bundle import run_monai_bundle
+
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLE = ROOT / "bundles" / "deepgrow_clicks"
 CONFIGS = BUNDLE / "configs"
-ENV = dict(os.environ, OMP_NUM_THREADS="2", CUDA_VISIBLE_DEVICES="")
+ENV = {"OMP_NUM_THREADS": "2", "CUDA_VISIBLE_DEVICES": ""}
 KIDNEY = 3
 
 
 def _bundle(*args: str, cwd: Path, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", *args], capture_output=True, text=True, timeout=600, env=ENV, cwd=cwd
-    )
-    if ok:
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    return result
+    return run_monai_bundle(args, cwd=cwd, env=ENV, check=ok)
 
 
 def _configs(*names: str) -> str:

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -19,18 +17,16 @@ import numpy as np
 import pytest
 import torch
 
+from common.bundle import run_monai_bundle
+
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLE = ROOT / "bundles" / "slice_propagation"
 CONFIGS = BUNDLE / "configs"
-ENV = dict(os.environ, OMP_NUM_THREADS="2", CUDA_VISIBLE_DEVICES="")
+ENV = {"OMP_NUM_THREADS": "2", "CUDA_VISIBLE_DEVICES": ""}
 
 
 def _bundle(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", *args], capture_output=True, text=True, timeout=600, env=ENV, cwd=cwd
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    return result
+    return run_monai_bundle(args, cwd=cwd, env=ENV)
 
 
 def _configs(*names: str) -> str:
