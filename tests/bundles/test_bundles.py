@@ -30,6 +30,7 @@ from common.bundle import (
     missing_files,
     network_def_problems,
     read_config,
+    run_monai_bundle,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -147,3 +148,35 @@ def test_multi_gpu_train_one_epoch_under_torchrun_on_cpu(bundle: Path, tiny_phan
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     assert "Epoch[1]" in result.stdout + result.stderr
+
+
+@bundle_param
+def test_verify_net_in_out(bundle: Path, tmp_path: Path) -> None:
+    configs = bundle / "configs"
+    run_monai_bundle(
+        ["verify_net_in_out", "network_def", "--meta_file", str(configs / "metadata.json"),
+         "--config_file", str(configs / "inference.json"), "--n", "4", "--device", "cpu"],
+        cwd=tmp_path, env={"CUDA_VISIBLE_DEVICES": ""},
+    )  # fmt: skip
+
+
+@bundle_param
+def test_ckpt_export_gives_a_working_torchscript_model(bundle: Path, tmp_path: Path) -> None:
+    configs = bundle / "configs"
+    files = [str(configs / "inference.json"), str(configs / "quick.json")]
+    checkpoint = tmp_path / "model.pt"
+    network = _parser(bundle, ["inference.json", "quick.json"], {}).get_parsed_content("network_def")
+    torch.save(network.state_dict(), checkpoint)
+    exported = tmp_path / "model.ts"
+    run_monai_bundle(
+        ["ckpt_export", "network_def", "--filepath", str(exported), "--ckpt_file", str(checkpoint),
+         "--meta_file", str(configs / "metadata.json"), "--config_file", repr(files), "--key_in_ckpt", ""],
+        cwd=tmp_path, env={"CUDA_VISIBLE_DEVICES": ""},
+    )  # fmt: skip
+    formats = read_config(configs / "metadata.json")["network_data_format"]
+    in_channels = formats["inputs"]["image"]["num_channels"]
+    out_channels = formats["outputs"]["pred"]["num_channels"]
+    model = torch.jit.load(str(exported)).eval()
+    with torch.no_grad():
+        out = model(torch.zeros(1, in_channels, 32, 32))
+    assert out.shape == (1, out_channels, 32, 32)

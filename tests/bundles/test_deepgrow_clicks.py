@@ -2,8 +2,9 @@
 
 One short 2D training run (``train.json`` + ``quick.json``) feeds inference with clicks (``inference.json``: a
 reoriented input comes back in its own space, only the clicked slice segmented), the click-protocol evaluation
-(``evaluate.json``), ``verify_net_in_out`` and ``ckpt_export``; a 3D run checks ``3d.json``. Bad requests are
-checked on the inference pre-processing in-process, plus one through the CLI.
+(``evaluate.json``); a 3D run checks ``3d.json``. Bad requests are checked on the inference pre-processing
+in-process, plus one through the CLI. (``verify_net_in_out`` and ``ckpt_export`` run for every bundle in
+test_bundles.py.)
 """
 
 from __future__ import annotations
@@ -232,31 +233,3 @@ def test_3d_config_trains_and_segments_a_volume(tiny_phantoms: Path, tmp_path: P
     )  # fmt: skip
     result = nib.load(tmp_path / "out" / "phantom_001_clicks.nii.gz")
     assert result.shape == nib.load(image).shape
-
-
-def test_verify_net_in_out(tmp_path: Path) -> None:
-    _bundle(
-        "verify_net_in_out", "network_def",
-        "--meta_file", str(CONFIGS / "metadata.json"),
-        "--config_file", str(CONFIGS / "inference.json"),
-        "--n", "4",
-        "--device", "cpu",
-        cwd=tmp_path,
-    )  # fmt: skip
-
-
-def test_ckpt_export_gives_a_working_torchscript_model(trained: Path, tmp_path: Path) -> None:
-    exported = tmp_path / "model.ts"
-    _bundle(
-        "ckpt_export", "network_def",
-        "--filepath", str(exported),
-        "--ckpt_file", str(trained / "models" / "model.pt"),
-        "--meta_file", str(CONFIGS / "metadata.json"),
-        "--config_file", repr([str(CONFIGS / "inference.json"), str(CONFIGS / "quick.json")]),
-        "--key_in_ckpt", "",
-        cwd=tmp_path,
-    )  # fmt: skip
-    model = torch.jit.load(str(exported)).eval()
-    with torch.no_grad():
-        out = model(torch.zeros(1, 3, 32, 32))
-    assert out.shape == (1, 1, 32, 32)

@@ -2,7 +2,7 @@
 
 One short training run (``train.json`` + ``quick.json``, 1 epoch) feeds inference (``inference.json``: a reoriented
 input comes back in its own space with the user's slice untouched), the correction-protocol evaluation
-(``evaluate.json``), ``verify_net_in_out`` and ``ckpt_export``.
+(``evaluate.json``); ``verify_net_in_out`` and ``ckpt_export`` run for every bundle in test_bundles.py.
 """
 
 from __future__ import annotations
@@ -130,31 +130,3 @@ def test_evaluate_records_seen_and_unseen_rounds(trained: Path, tiny_phantoms: P
     assert (tmp_path / "interactive_nearest" / "curves.png").stat().st_size > 0
     first_round = [r for r in rows if r["round"] == "1"]
     assert all(r["n_interactions"] == "1" for r in first_round)  # one annotated slice
-
-
-def test_verify_net_in_out(tmp_path: Path) -> None:
-    _bundle(
-        "verify_net_in_out", "network_def",
-        "--meta_file", str(CONFIGS / "metadata.json"),
-        "--config_file", str(CONFIGS / "inference.json"),
-        "--n", "4",
-        "--device", "cpu",
-        cwd=tmp_path,
-    )  # fmt: skip
-
-
-def test_ckpt_export_gives_a_working_torchscript_model(trained: Path, tmp_path: Path) -> None:
-    exported = tmp_path / "model.ts"
-    _bundle(
-        "ckpt_export", "network_def",
-        "--filepath", str(exported),
-        "--ckpt_file", str(trained / "models" / "model.pt"),
-        "--meta_file", str(CONFIGS / "metadata.json"),
-        "--config_file", repr([str(CONFIGS / "inference.json"), str(CONFIGS / "quick.json")]),
-        "--key_in_ckpt", "",
-        cwd=tmp_path,
-    )  # fmt: skip
-    model = torch.jit.load(str(exported)).eval()
-    with torch.no_grad():
-        out = model(torch.zeros(1, 2, 32, 32))
-    assert out.shape == (1, 2, 32, 32)
