@@ -93,19 +93,16 @@ class ClickInferer(Inferer):
         n_slices = moved.shape[2]
         guidance = moved[:, c - self.guidance_channels :]
         clicked = guidance.flatten(3).amax(dim=3).amax(dim=1) > 0  # (B, S)
-        pairs = clicked.nonzero().tolist()
-        if not pairs:
+        b_idx, s_idx = clicked.nonzero(as_tuple=True)
+        if b_idx.numel() == 0:
             raise ValueError("no slice carries a click: a 2D model on a volume predicts only the clicked slices")
-        outputs: list[torch.Tensor] = []
-        for start in range(0, len(pairs), self.max_batch):
-            chunk = pairs[start : start + self.max_batch]
-            batch = torch.stack([moved[bi, :, si] for bi, si in chunk])
-            outputs.append(self._forward(network, batch, *args, **kwargs))
-        logits = torch.cat(outputs)
+        slices = moved[b_idx, :, s_idx]  # (N, C, P, Q): the clicked slices as one batch
+        logits = torch.cat(
+            [self._forward(network, chunk, *args, **kwargs) for chunk in torch.split(slices, self.max_batch)]
+        )
         result = torch.full(
             (b, logits.shape[1], n_slices, *moved.shape[3:]), self.fill_logit, dtype=logits.dtype, device=logits.device
         )
-        for (bi, si), out in zip(pairs, logits, strict=True):
-            result[bi, :, si] = out
-        logger.debug("predicted %d clicked slice(s) of %d", len(pairs), b * n_slices)
+        result[b_idx, :, s_idx] = logits
+        logger.debug("predicted %d clicked slice(s) of %d", b_idx.numel(), b * n_slices)
         return torch.movedim(result, 2, self.axis + 2).contiguous()
