@@ -6,10 +6,9 @@ columns side by side, do equal click work in both training loops, and write a co
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager as ContextManager
 from pathlib import Path
 from types import ModuleType
 
@@ -18,22 +17,12 @@ import pytest
 import torch
 from scipy import ndimage
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "deepgrow.py"
-
 
 @pytest.fixture(scope="module")
-def bench() -> Iterator[ModuleType]:
+def bench(load_bench_script: Callable[[str], ContextManager[ModuleType]]) -> Iterator[ModuleType]:
     """The benchmark script loaded as a module (``bench/`` is not an installed package)."""
-    spec = importlib.util.spec_from_file_location("bench_deepgrow", BENCH)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    try:
-        spec.loader.exec_module(module)
+    with load_bench_script("deepgrow") as module:
         yield module
-    finally:
-        del sys.modules[spec.name]
 
 
 def test_main_runs_both_benchmarks_and_writes_json(

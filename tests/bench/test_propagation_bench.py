@@ -6,10 +6,9 @@ both modes, counts the right slices and calls, and writes a consistent JSON repo
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager as ContextManager
 from pathlib import Path
 from types import ModuleType
 
@@ -18,22 +17,12 @@ import torch
 
 from common.propagation import SlicePropagationInferer
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "propagation.py"
-
 
 @pytest.fixture(scope="module")
-def bench() -> Iterator[ModuleType]:
+def bench(load_bench_script: Callable[[str], ContextManager[ModuleType]]) -> Iterator[ModuleType]:
     """The benchmark script loaded as a module (``bench/`` is not an installed package)."""
-    spec = importlib.util.spec_from_file_location("bench_propagation", BENCH)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    try:
-        spec.loader.exec_module(module)
+    with load_bench_script("propagation") as module:
         yield module
-    finally:
-        del sys.modules[spec.name]
 
 
 def test_main_prints_both_columns_and_writes_json(
