@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,21 +40,9 @@ def _configs(*names: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_phantoms: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def trained(train_quick: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Train the quick 2D configuration for one epoch; returns the run folder (``models/model.pt`` inside)."""
-    run = tmp_path_factory.mktemp("deepgrow_run")
-    _bundle(
-        "run",
-        "--config_file", _configs("train.json", "quick.json"),
-        "--bundle_root", str(BUNDLE),
-        "--dataset_dir", str(tiny_phantoms),
-        "--output_dir", str(run / "runs"),
-        "--ckpt_dir", str(run / "models"),
-        "--max_epochs", "1",
-        "--patch_size", "[64, 64]",
-        cwd=run,
-    )  # fmt: skip
-    return run
+    return train_quick("deepgrow_clicks", tmp_path_factory.mktemp("deepgrow_clicks_run"), "--patch_size", "[64, 64]")
 
 
 def test_training_saves_a_plain_state_dict(trained: Path) -> None:

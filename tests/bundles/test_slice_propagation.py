@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -34,20 +35,9 @@ def _configs(*names: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_phantoms: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def trained(train_quick: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Train the quick configuration for one epoch; returns the run folder (``models/model.pt`` inside)."""
-    run = tmp_path_factory.mktemp("slice_propagation_run")
-    _bundle(
-        "run",
-        "--config_file", _configs("train.json", "quick.json"),
-        "--bundle_root", str(BUNDLE),
-        "--dataset_dir", str(tiny_phantoms),
-        "--output_dir", str(run / "runs"),
-        "--ckpt_dir", str(run / "models"),
-        "--max_epochs", "1",
-        cwd=run,
-    )  # fmt: skip
-    return run
+    return train_quick("slice_propagation", tmp_path_factory.mktemp("slice_propagation_run"))
 
 
 def test_training_saves_a_plain_state_dict(trained: Path) -> None:
