@@ -499,11 +499,21 @@ def _monai_update(k: int, seed: int, wrap: _Breakdown | None = None) -> Interact
     return Interaction(transforms=steps, max_interactions=k, train=True, key_probability="probability")
 
 
+#: The functions of our click loop (``common.clicks.training``) timed separately in the breakdown.
+CLICK_PARTS = (
+    "simulate_error_clicks",
+    "new_click_mask",
+    "add_guidance_stamps",
+    "normalise_guidance",
+    "add_clicks_to_maps",
+)
+
+
 def _profile_ours(loop: _EngineLoop, batch: dict[str, Any], n: int) -> dict[str, float]:
     """Synchronised per-part breakdown of ``n`` iterations of our loop (ms per iteration)."""
     breakdown = _Breakdown(loop.device)
     with ExitStack() as stack:
-        for name in ("simulate_error_clicks", "render_guidance", "add_clicks_to_maps"):
+        for name in CLICK_PARTS:
             wrapped = breakdown.timed(name, getattr(click_training, name))
             stack.enter_context(mock.patch.object(click_training, name, wrapped))
         stack.enter_context(breakdown.forward_hooks(loop.network, "forward (no grad)"))

@@ -28,8 +28,14 @@ import torch
 import torch.distributed as dist
 from monai.utils import convert_to_tensor
 
-from common.transforms.clicks import DepthBackend, add_clicks_to_maps, simulate_error_clicks
-from common.transforms.guidance import render_guidance
+from common.transforms.clicks import (
+    ClickBatch,
+    DepthBackend,
+    add_clicks_to_maps,
+    new_click_mask,
+    simulate_error_clicks,
+)
+from common.transforms.guidance import add_guidance_stamps, normalise_guidance
 
 __all__ = ["SCHEDULES", "BatchedClickInteraction", "binarize_logits", "click_probabilities"]
 
@@ -162,8 +168,11 @@ class BatchedClickInteraction:
         uniform = torch.rand((self.max_interactions + 1, b), generator=self._rng(), dtype=torch.float64)
         uniform = uniform.to(image.device, non_blocking=True)
         maps = torch.zeros((b, 2, *image.shape[2:]), dtype=torch.bool, device=image.device)
+        # unnormalised guidance, updated by one kernel stamp per new click (normalise_guidance(smoothed) equals
+        # render_guidance(maps)): no whole-batch convolution per round
+        smoothed = torch.zeros(maps.shape, dtype=torch.float32, device=image.device)
         first = simulate_error_clicks(truth, torch.zeros_like(truth), uniform[0], self.depth_backend)
-        maps = add_clicks_to_maps(maps, first)
+        maps = self._add(maps, smoothed, first, None)
         clicks = first.valid.to(torch.int64)
         rounds = 0
         was_training = network.training
@@ -173,16 +182,24 @@ class BatchedClickInteraction:
             if not any_click[k]:
                 continue
             with torch.no_grad(), autocast:
-                logits = network(torch.cat([image, render_guidance(maps, self.sigma).to(image.dtype)], dim=1))
+                logits = network(torch.cat([image, normalise_guidance(smoothed).to(image.dtype)], dim=1))
             pred = binarize_logits(logits.float())
             new = simulate_error_clicks(truth, pred, uniform[k + 1], self.depth_backend)
             active = decisions[k]
-            maps = add_clicks_to_maps(maps, new, active)
+            maps = self._add(maps, smoothed, new, active)
             clicks = clicks + (new.valid & active).to(torch.int64)
             rounds += 1
         network.train(was_training)
         self.last_clicks, self.last_rounds = clicks, rounds
-        return torch.cat([image, render_guidance(maps, self.sigma).to(image.dtype)], dim=1)
+        return torch.cat([image, normalise_guidance(smoothed).to(image.dtype)], dim=1)
+
+    def _add(
+        self, maps: torch.Tensor, smoothed: torch.Tensor, clicks: ClickBatch, active: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Add the clicks to the click maps and stamp the new ones into ``smoothed`` (in place)."""
+        fresh = new_click_mask(maps, clicks, active)
+        add_guidance_stamps(smoothed, clicks.index, (~clicks.positive).to(torch.int64), fresh, self.sigma)
+        return add_clicks_to_maps(maps, clicks, active)
 
     def __call__(self, engine: Any, batchdata: dict[str, Any]) -> dict[str, Any]:
         """Simulate the clicks for ``batchdata`` and run ``engine._iteration`` on the guided batch."""

@@ -32,6 +32,7 @@ __all__ = [
     "add_clicks_to_maps",
     "chamfer_depth",
     "click_weights",
+    "new_click_mask",
     "reference_chamfer_depth",
     "reference_error_click",
     "sample_flat_indices",
@@ -69,18 +70,19 @@ def _erosion_depth(region: torch.Tensor) -> torch.Tensor:
     spatial_dims = region.dim() - 2
     pool = F.max_pool2d if spatial_dims == 2 else F.max_pool3d
     full = region.flatten(1).all(dim=1)
-    current = (region & ~full.view(-1, *([1] * (spatial_dims + 1)))).to(
-        torch.float16 if region.is_cuda else torch.float32
-    )
-    depth = torch.zeros(region.shape, dtype=torch.int32, device=region.device)
+    # Work on the negated mask m = -region (-1 inside, 0 outside): one erosion is then a single max-pool,
+    # m <- maxpool(m) (the implicit -inf padding ignores the outside of the array), and depth accumulates -m.
+    dtype = torch.float16 if region.is_cuda else torch.float32  # float16 counts exactly up to 2048
+    negated = -(region & ~full.view(-1, *([1] * (spatial_dims + 1)))).to(dtype)
+    accumulated = torch.zeros(region.shape, dtype=dtype, device=region.device)
     step = 0
     while True:
-        depth += current.to(torch.int32)
-        # erosion = -maxpool(-x); the implicit -inf padding of max-pooling ignores the outside of the array
-        current = -pool(-current, kernel_size=3, stride=1, padding=1)
+        accumulated.sub_(negated)
+        negated = pool(negated, kernel_size=3, stride=1, padding=1)
         step += 1
-        if step % _EROSIONS_PER_CHECK == 0 and not bool(current.any()):
+        if step % _EROSIONS_PER_CHECK == 0 and not bool(negated.any()):
             break
+    depth = accumulated.to(torch.int32)
     depth = torch.where(full.view(-1, *([1] * (spatial_dims + 1))) & region, torch.ones_like(depth), depth)
     return depth
 
@@ -220,6 +222,19 @@ def add_clicks_to_maps(
     position = (channel * n + clicks.index).unsqueeze(1)
     flat.scatter_(1, position, flat.gather(1, position) | add.unsqueeze(1))
     return flat.view(click_maps.shape)
+
+
+def new_click_mask(click_maps: torch.Tensor, clicks: ClickBatch, active: torch.Tensor | None = None) -> torch.Tensor:
+    """bool ``(B,)``: the samples whose click :func:`add_clicks_to_maps` would set on a voxel not yet clicked.
+
+    Call it on the maps *before* adding the clicks (incremental guidance adds a kernel stamp only for these).
+    """
+    b = click_maps.shape[0]
+    n = int(np.prod(click_maps.shape[2:]))
+    add = clicks.valid if active is None else clicks.valid & active.to(clicks.valid.device)
+    position = ((~clicks.positive).to(torch.int64) * n + clicks.index).unsqueeze(1)
+    already = click_maps.reshape(b, 2 * n).gather(1, position).squeeze(1)
+    return add & ~already
 
 
 def reference_error_click(label: np.ndarray, pred: np.ndarray, uniform: float) -> tuple[tuple[int, ...], bool] | None:

@@ -20,6 +20,7 @@ clicks are further apart than a few sigma, and a channel without clicks is all z
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
@@ -35,7 +36,9 @@ __all__ = [
     "STAMP_LIMIT",
     "AddGuidanced",
     "ClickMapsd",
+    "add_guidance_stamps",
     "click_map_from_points",
+    "normalise_guidance",
     "render_guidance",
     "render_slice_guidance",
     "validate_points",
@@ -125,9 +128,71 @@ def render_guidance(
         maps = binary.to(torch.float32)
         smoothing = GaussianFilter(spatial_dims, sigma=sigmas, truncated=truncated).to(maps.device)
         smoothed = smoothing(maps).clamp_min_(0.0)
+    return normalise_guidance(smoothed)
+
+
+def normalise_guidance(smoothed: torch.Tensor) -> torch.Tensor:
+    """Divide each channel of smoothed click maps ``(B, C, *spatial)`` by its maximum (channels of zeros stay 0)."""
     peak = smoothed.flatten(2).amax(dim=2)
     scale = torch.where(peak > 0, 1.0 / peak.clamp_min(torch.finfo(torch.float32).tiny), torch.zeros_like(peak))
-    return smoothed * scale.view(*scale.shape, *([1] * spatial_dims))
+    return smoothed * scale.view(*scale.shape, *([1] * (smoothed.dim() - 2)))
+
+
+@functools.lru_cache(maxsize=16)
+def _stamp_table(
+    sigmas: tuple[float, ...], truncated: float, device: str
+) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
+    """Kernel values ``(M,)``, their offsets ``(M, nd)`` from the centre, and the radii, on ``device``."""
+    kernels = _gaussian_kernels(sigmas, truncated)
+    radii = tuple((len(k) - 1) // 2 for k in kernels)
+    stamp = kernels[0]
+    for kernel in kernels[1:]:
+        stamp = stamp[..., None] * kernel
+    grids = torch.meshgrid(*[torch.arange(-r, r + 1) for r in radii], indexing="ij")
+    offsets = torch.stack([g.reshape(-1) for g in grids], dim=1)
+    return stamp.reshape(-1).to(device), offsets.to(device), radii
+
+
+def add_guidance_stamps(
+    smoothed: torch.Tensor,
+    index: torch.Tensor,
+    channel: torch.Tensor,
+    mask: torch.Tensor,
+    sigma: float | Sequence[float] = 2.0,
+    truncated: float = 4.0,
+) -> torch.Tensor:
+    """Add one click per sample to *unnormalised* smoothed click maps, in place, on their device, batched.
+
+    ``normalise_guidance(smoothed)`` then equals :func:`render_guidance` of the click maps (to float rounding), so
+    the click loop of training updates guidance at the cost of one stamp per click instead of a convolution of the
+    whole batch per round. The caller must skip clicks on an already clicked voxel (``mask``), as a binary click map
+    counts each voxel once (:func:`common.transforms.clicks.new_click_mask`).
+
+    Args:
+        smoothed: float32 ``(B, C, *spatial)``, updated in place.
+        index: int64 ``(B,)`` flat spatial index of each sample's click.
+        channel: int64 ``(B,)`` channel of the click (0 foreground, 1 background).
+        mask: bool ``(B,)``: which samples get their click.
+        sigma: Gaussian standard deviation in voxels.
+        truncated: kernel cut-off in multiples of sigma.
+
+    Returns:
+        ``smoothed``.
+    """
+    spatial = tuple(int(v) for v in smoothed.shape[2:])
+    values, offsets, _ = _stamp_table(_sigma_tuple(sigma, len(spatial)), float(truncated), str(smoothed.device))
+    centre = torch.stack(torch.unravel_index(index, spatial), dim=1)  # (B, nd)
+    position = centre[:, None, :] + offsets[None]  # (B, M, nd)
+    size = torch.tensor(spatial, device=smoothed.device)
+    inside = ((position >= 0) & (position < size)).all(dim=2) & mask[:, None]
+    flat = torch.zeros(position.shape[:2], dtype=torch.int64, device=smoothed.device)
+    for axis, extent in enumerate(spatial):
+        flat = flat * extent + position[..., axis].clamp(0, extent - 1)
+    n = int(np.prod(spatial))
+    batch = torch.arange(smoothed.shape[0], device=smoothed.device)[:, None]
+    target = (batch * smoothed.shape[1] + channel[:, None]) * n + flat
+    smoothed.view(-1).index_add_(0, target.reshape(-1), (values[None] * inside).reshape(-1))
+    return smoothed
 
 
 def render_slice_guidance(

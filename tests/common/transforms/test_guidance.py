@@ -396,3 +396,34 @@ def test_stamp_and_convolution_renderings_agree(shape: tuple[int, ...]) -> None:
 def test_unknown_render_method_is_rejected() -> None:
     with pytest.raises(ValueError, match="method"):
         render_guidance(torch.zeros(1, 2, 8, 8), method="fft")
+
+
+@pytest.mark.parametrize("spatial", [(24, 20), (12, 10, 8)])
+def test_incremental_stamps_equal_rendering_the_click_maps(spatial: tuple[int, ...]) -> None:
+    from common.transforms.clicks import ClickBatch, add_clicks_to_maps, new_click_mask
+    from common.transforms.guidance import add_guidance_stamps, normalise_guidance
+
+    generator = torch.Generator().manual_seed(5)
+    b, n = 4, int(np.prod(spatial))
+    maps = torch.zeros((b, 2, *spatial), dtype=torch.bool)
+    smoothed = torch.zeros(maps.shape)
+    previous = torch.zeros(b, dtype=torch.int64)
+    previous_positive = torch.ones(b, dtype=torch.bool)
+    for step in range(6):
+        index = torch.randint(0, n, (b,), generator=generator)
+        if step == 3:
+            index[0] = 0  # a corner: the stamp is cut at the border
+        if step == 4:  # sample 1 clicks the same voxel again: counted once, as in a binary click map
+            index[1] = previous[1]
+        positive = torch.rand(b, generator=generator) < 0.5
+        if step == 4:
+            positive[1] = previous_positive[1]
+        clicks = ClickBatch(index, positive, torch.ones(b, dtype=torch.bool), torch.zeros(b), torch.zeros(b))
+        active = torch.tensor([True, True, step % 2 == 0, True])
+        fresh = new_click_mask(maps, clicks, active)
+        add_guidance_stamps(smoothed, index, (~positive).long(), fresh, 2.0)
+        maps = add_clicks_to_maps(maps, clicks, active)
+        previous, previous_positive = index.clone(), positive.clone()
+    torch.testing.assert_close(
+        normalise_guidance(smoothed), render_guidance(maps, 2.0, method="conv"), atol=1e-6, rtol=0
+    )
