@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from monai.inferers import Inferer
 from monai.utils import convert_to_dst_type
 
+from common.networks.padding import pad_amounts
 from common.propagation.engine import PropagationResult, _propagate_validated
 from common.propagation.merge import MergeRule
 from common.propagation.validation import (
@@ -33,12 +34,6 @@ __all__ = ["SlicePropagationInferer"]
 logger = logging.getLogger(__name__)
 
 PadMode = Literal["constant", "reflect", "replicate", "circular"]
-
-
-def _pad_amounts(size: int, divisor: int) -> tuple[int, int]:
-    """Symmetric padding (before, after) making ``size`` divisible by ``divisor`` (as MONAI ``DivisiblePad``)."""
-    total = (-size) % divisor
-    return total // 2, total - total // 2
 
 
 class SlicePropagationInferer(Inferer):
@@ -221,7 +216,7 @@ class SlicePropagationInferer(Inferer):
 
         def predict(x: torch.Tensor) -> torch.Tensor:
             h, w = x.shape[-2:]
-            (top, bottom), (left, right) = _pad_amounts(h, div_h), _pad_amounts(w, div_w)
+            (top, bottom), (left, right) = pad_amounts(h, div_h), pad_amounts(w, div_w)
             if top or bottom or left or right:
                 pad = (left, right, top, bottom)
                 if self.pad_mode == "constant":  # zeros for image and prior alike: one pad of both channels
