@@ -65,22 +65,15 @@ def _gaussian_kernels(sigmas: tuple[float, ...], truncated: float) -> list[torch
 
 def _stamp(maps: torch.Tensor, sigmas: tuple[float, ...], truncated: float) -> torch.Tensor:
     """Zero-padded separable Gaussian smoothing of sparse click maps: one kernel stamp per clicked voxel."""
-    kernels = _gaussian_kernels(sigmas, truncated)
-    radii = [(len(k) - 1) // 2 for k in kernels]
-    spatial = maps.shape[2:]
-    out = torch.zeros(maps.shape, dtype=torch.float32)
-    stamp = kernels[0]
-    for kernel in kernels[1:]:
-        stamp = stamp[..., None] * kernel
-    for row in maps.nonzero().tolist():
-        b, c, point = row[0], row[1], row[2:]
-        target: list[slice] = []
-        source: list[slice] = []
-        for p, r, size in zip(point, radii, spatial, strict=True):
-            lo, hi = max(p - r, 0), min(p + r + 1, size)
-            target.append(slice(lo, hi))
-            source.append(slice(lo - (p - r), hi - (p - r)))
-        out[(b, c, *target)] += stamp[tuple(source)]
+    out = torch.zeros(maps.shape, dtype=torch.float32, device=maps.device)
+    clicked = maps.nonzero()  # (M, 2 + nd): batch, channel, voxel
+    if len(clicked):
+        spatial = tuple(int(v) for v in maps.shape[2:])
+        flat = torch.zeros(len(clicked), dtype=torch.int64, device=maps.device)
+        for axis, extent in enumerate(spatial):
+            flat = flat * extent + clicked[:, 2 + axis]
+        mask = torch.ones(len(clicked), dtype=torch.bool, device=maps.device)
+        add_guidance_stamps(out, flat, clicked[:, 1], mask, sigmas, truncated, batch=clicked[:, 0])
     return out
 
 
@@ -160,6 +153,7 @@ def add_guidance_stamps(
     mask: torch.Tensor,
     sigma: float | Sequence[float] = 2.0,
     truncated: float = 4.0,
+    batch: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Add one click per sample to *unnormalised* smoothed click maps, in place, on their device, batched.
 
@@ -170,11 +164,12 @@ def add_guidance_stamps(
 
     Args:
         smoothed: float32 ``(B, C, *spatial)``, updated in place.
-        index: int64 ``(B,)`` flat spatial index of each sample's click.
-        channel: int64 ``(B,)`` channel of the click (0 foreground, 1 background).
-        mask: bool ``(B,)``: which samples get their click.
+        index: int64 ``(N,)`` flat spatial index of each click (``N = B`` with one click per sample).
+        channel: int64 ``(N,)`` channel of the click (0 foreground, 1 background).
+        mask: bool ``(N,)``: which clicks are added.
         sigma: Gaussian standard deviation in voxels.
         truncated: kernel cut-off in multiples of sigma.
+        batch: int64 ``(N,)`` sample of each click; ``None`` means click ``i`` belongs to sample ``i``.
 
     Returns:
         ``smoothed``.
@@ -189,8 +184,8 @@ def add_guidance_stamps(
     for axis, extent in enumerate(spatial):
         flat = flat * extent + position[..., axis].clamp(0, extent - 1)
     n = int(np.prod(spatial))
-    batch = torch.arange(smoothed.shape[0], device=smoothed.device)[:, None]
-    target = (batch * smoothed.shape[1] + channel[:, None]) * n + flat
+    sample = torch.arange(smoothed.shape[0], device=smoothed.device) if batch is None else batch
+    target = (sample[:, None] * smoothed.shape[1] + channel[:, None]) * n + flat
     smoothed.view(-1).index_add_(0, target.reshape(-1), (values[None] * inside).reshape(-1))
     return smoothed
 
