@@ -55,7 +55,7 @@ class ClickAdapter:
     def __call__(self, image: np.ndarray, state: Any, case: Any) -> np.ndarray:
         """Segment from ``state.foreground`` / ``state.background``; returns a bool ``(H, W, D)`` mask."""
         volume = np.asarray(image, dtype=np.float32)
-        maps = click_map_from_points(state.foreground, state.background, volume.shape)[None].to(self.device)
+        maps = click_map_from_points(state.foreground, state.background, volume.shape, device=self.device)[None]
         if self.inferer.network_dims == 2 and volume.ndim == 3:
             guidance = render_slice_guidance(maps, self.inferer.axis, self.sigma)
         else:

@@ -7,10 +7,17 @@ for an evaluator) runs on the final guidance.
 
 Unlike ``monai.apps.deepgrow.interaction.Interaction`` nothing leaves the device between rounds: clicks live in a
 batched boolean click map ``(B, 2, *spatial)`` on the training device, the error regions, distances and draws are
-computed for the whole batch (:func:`common.transforms.clicks.simulate_error_clicks`), and guidance is rendered for
-the whole batch (:func:`common.transforms.guidance.render_guidance`); no decollate/collate, no JSON, no per-sample
-CPU transform. Random decisions (which samples click in which round, and the uniform numbers of the draws) come from
-a seeded CPU ``torch.Generator``, so runs are reproducible and independent of the device.
+computed for the whole batch (:mod:`common.transforms.clicks`), and guidance is updated for the whole batch by one
+kernel stamp per new click (:func:`common.transforms.guidance.add_guidance_stamps`); no decollate/collate, no JSON,
+no per-sample CPU transform. Random decisions (which samples click in which round, and the uniform numbers of the
+draws) come from a seeded CPU ``torch.Generator``, so runs are reproducible and independent of the device.
+
+On a GPU the rounds are many small kernels, so what matters is that the device never waits for the host. The only
+data-dependent decision is how many erosions the chamfer depth needs; a round runs a guessed number (the largest
+depth of recent batches), queues the click, the guidance update and the next forward pass, and only then reads
+whether the guess sufficed, waiting for that one flag rather than for the whole queue
+(:class:`common.clicks.readback.DeviceReadback`). A short guess is corrected by finishing the erosion and redoing
+the round, so the clicks are exactly those of :func:`common.transforms.clicks.simulate_error_clicks`.
 
 Batch layout expected from the data loader: ``batchdata["image"]`` ``(B, C_img, *spatial)`` without guidance and
 ``batchdata["label"]`` ``(B, 1, *spatial)`` binary; the network receives ``(B, C_img + 2, *spatial)`` and returns
@@ -20,20 +27,25 @@ Batch layout expected from the data loader: ``batchdata["image"]`` ``(B, C_img, 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
 from monai.utils import convert_to_tensor
 
+from common.clicks.readback import DeviceReadback
 from common.transforms.clicks import (
     ClickBatch,
     DepthBackend,
     add_clicks_to_maps,
+    draw_clicks,
+    error_regions,
     new_click_mask,
-    simulate_error_clicks,
+    start_chamfer_depth,
 )
 from common.transforms.guidance import add_guidance_stamps, normalise_guidance
 
@@ -44,6 +56,8 @@ logger = logging.getLogger(__name__)
 Schedule = Literal["paper", "monai"]
 #: Names of the click-probability schedules, see :func:`click_probabilities`.
 SCHEDULES: tuple[str, ...] = ("paper", "monai")
+#: Batches whose largest error-region depth sets the next erosion guess.
+_DEPTH_MEMORY = 32
 
 
 def click_probabilities(max_interactions: int, schedule: Schedule = "paper") -> list[float]:
@@ -80,6 +94,45 @@ def _rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
+@dataclass
+class _Guidance:
+    """The clicks of a batch during simulation: click maps, unnormalised guidance and click counts (one device).
+
+    ``smoothed`` is updated by one kernel stamp per new click (:func:`add_guidance_stamps`), so
+    ``normalise_guidance(smoothed)`` equals ``render_guidance(maps)`` without a convolution of the batch per round.
+    Updates are out of place: a round whose erosion guess was short is redone from the state before it.
+    """
+
+    maps: torch.Tensor  # bool (B, 2, *spatial): channel 0 foreground, 1 background clicks
+    smoothed: torch.Tensor  # float32 (B, 2, *spatial)
+    clicks: torch.Tensor  # int64 (B,)
+
+    @classmethod
+    def empty(cls, batch: int, spatial: tuple[int, ...], device: torch.device) -> _Guidance:
+        maps = torch.zeros((batch, 2, *spatial), dtype=torch.bool, device=device)
+        smoothed = torch.zeros(maps.shape, dtype=torch.float32, device=device)
+        return cls(maps, smoothed, torch.zeros(batch, dtype=torch.int64, device=device))
+
+    def with_clicks(self, clicks: ClickBatch, active: torch.Tensor | None, sigma: float | Sequence[float]) -> _Guidance:
+        """A new state with ``clicks`` added where ``active`` (all samples when ``None``) and the click is valid."""
+        fresh = new_click_mask(self.maps, clicks, active)
+        smoothed = add_guidance_stamps(
+            self.smoothed.clone(), clicks.index, (~clicks.positive).to(torch.int64), fresh, sigma
+        )
+        added = clicks.valid if active is None else clicks.valid & active
+        return _Guidance(add_clicks_to_maps(self.maps, clicks, active), smoothed, self.clicks + added.to(torch.int64))
+
+    def network_input(self, image: torch.Tensor) -> torch.Tensor:
+        """``(B, C_img + 2, *spatial)``: the image and the normalised guidance."""
+        return torch.cat([image, normalise_guidance(self.smoothed).to(image.dtype)], dim=1)
+
+    def predict(self, image: torch.Tensor, network: torch.nn.Module, autocast: Any) -> torch.Tensor:
+        """The network's binary prediction ``(B, 1, *spatial)`` on this guidance (no gradients)."""
+        with torch.no_grad(), autocast:
+            logits = network(self.network_input(image))
+        return binarize_logits(logits.float())
+
+
 class BatchedClickInteraction:
     """``iteration_update`` that simulates DeepGrow clicks on whole batches on the engine's device.
 
@@ -97,6 +150,9 @@ class BatchedClickInteraction:
         label_key: batch key of the binary label ``(B, 1, *spatial)``.
         seed: seed of the CPU generator for the random decisions (each distributed rank adds its rank).
         depth_backend: distance backend of the click sampler, see :func:`common.transforms.clicks.chamfer_depth`.
+        erosion_guess: erosion backend only: erosions a round runs before it checks whether the depth is complete,
+            until real depths have been seen (then the largest of the recent batches is used). Speed only: a short
+            guess costs one redone round, never a different click.
 
     Attributes:
         last_clicks: after each call, ``(B,)`` int64 total clicks per sample of the last batch (on the device).
@@ -117,6 +173,7 @@ class BatchedClickInteraction:
         label_key: str = "label",
         seed: int = 0,
         depth_backend: DepthBackend = "auto",
+        erosion_guess: int = 16,
     ) -> None:
         self.probabilities = click_probabilities(max_interactions, schedule)
         self.max_interactions = max_interactions
@@ -127,6 +184,11 @@ class BatchedClickInteraction:
         self.label_key = label_key
         self.seed = int(seed)
         self.depth_backend: DepthBackend = depth_backend
+        if isinstance(erosion_guess, bool) or not isinstance(erosion_guess, int) or erosion_guess < 1:
+            raise ValueError(f"erosion_guess must be an integer >= 1, got {erosion_guess!r}")
+        self.erosion_guess = erosion_guess
+        # largest error-region depth of the recent batches, first click (0) and later rounds (1) apart
+        self._depths: dict[int, deque[int]] = {0: deque(maxlen=_DEPTH_MEMORY), 1: deque(maxlen=_DEPTH_MEMORY)}
         self._generator: torch.Generator | None = None
         self.last_clicks: torch.Tensor | None = None
         self.last_rounds = 0
@@ -163,43 +225,71 @@ class BatchedClickInteraction:
         b = image.shape[0]
         truth = label > 0.5
         host_decisions = self._decisions(b)
-        any_click = host_decisions.any(dim=1).tolist()  # read on the CPU: no device synchronisation
         decisions = host_decisions.to(image.device, non_blocking=True)
         uniform = torch.rand((self.max_interactions + 1, b), generator=self._rng(), dtype=torch.float64)
         uniform = uniform.to(image.device, non_blocking=True)
-        maps = torch.zeros((b, 2, *image.shape[2:]), dtype=torch.bool, device=image.device)
-        # unnormalised guidance, updated by one kernel stamp per new click (normalise_guidance(smoothed) equals
-        # render_guidance(maps)): no whole-batch convolution per round
-        smoothed = torch.zeros(maps.shape, dtype=torch.float32, device=image.device)
-        first = simulate_error_clicks(truth, torch.zeros_like(truth), uniform[0], self.depth_backend)
-        maps = self._add(maps, smoothed, first, None)
-        clicks = first.valid.to(torch.int64)
-        rounds = 0
+        # round 0 is the first click (on an empty prediction); round k + 1 follows the k-th prediction, skipped when
+        # no sample clicks in it (read on the CPU: no device synchronisation)
+        rounds: list[tuple[int, torch.Tensor | None]] = [(0, None)]
+        rounds += [(k + 1, decisions[k]) for k in range(self.max_interactions) if bool(host_decisions[k].any())]
+        autocast = torch.autocast("cuda") if amp and image.is_cuda else nullcontext()
+        guidance = _Guidance.empty(b, tuple(image.shape[2:]), image.device)
+        pred = torch.zeros_like(truth)
         was_training = network.training
         network.eval()
-        autocast = torch.autocast("cuda") if amp and image.is_cuda else nullcontext()
-        for k in range(self.max_interactions):
-            if not any_click[k]:
-                continue
-            with torch.no_grad(), autocast:
-                logits = network(torch.cat([image, normalise_guidance(smoothed).to(image.dtype)], dim=1))
-            pred = binarize_logits(logits.float())
-            new = simulate_error_clicks(truth, pred, uniform[k + 1], self.depth_backend)
-            active = decisions[k]
-            maps = self._add(maps, smoothed, new, active)
-            clicks = clicks + (new.valid & active).to(torch.int64)
-            rounds += 1
-        network.train(was_training)
-        self.last_clicks, self.last_rounds = clicks, rounds
-        return torch.cat([image, normalise_guidance(smoothed).to(image.dtype)], dim=1)
+        try:
+            for position, (k, active) in enumerate(rounds):
+                last = position == len(rounds) - 1
+                guidance, pred = self._round(
+                    guidance, truth, pred, uniform[k], active, k, image, network, autocast, last
+                )
+        finally:
+            network.train(was_training)
+        self.last_clicks, self.last_rounds = guidance.clicks, len(rounds) - 1
+        return guidance.network_input(image)
 
-    def _add(
-        self, maps: torch.Tensor, smoothed: torch.Tensor, clicks: ClickBatch, active: torch.Tensor | None
-    ) -> torch.Tensor:
-        """Add the clicks to the click maps and stamp the new ones into ``smoothed`` (in place)."""
-        fresh = new_click_mask(maps, clicks, active)
-        add_guidance_stamps(smoothed, clicks.index, (~clicks.positive).to(torch.int64), fresh, self.sigma)
-        return add_clicks_to_maps(maps, clicks, active)
+    def _round(
+        self,
+        guidance: _Guidance,
+        truth: torch.Tensor,
+        pred: torch.Tensor,
+        uniform: torch.Tensor,
+        active: torch.Tensor | None,
+        k: int,
+        image: torch.Tensor,
+        network: torch.nn.Module,
+        autocast: Any,
+        last: bool,
+    ) -> tuple[_Guidance, torch.Tensor]:
+        """One click per sample on ``pred``'s errors, then (unless ``last``) the prediction on the new guidance.
+
+        With the erosion depth (GPU) the round runs a guessed number of erosions (the largest depth of this round in
+        recent batches), queues the click, the guidance update and the next forward pass, and only then reads
+        whether the guess sufficed (:class:`DeviceReadback`: the device keeps working meanwhile). If it did not,
+        the erosion finishes and the click and forward pass are redone: the clicks never depend on the guess.
+        """
+        regions = error_regions(truth, pred)
+        key = min(k, 1)  # the first click (deep: the whole structure) and the error clicks have their own guesses
+        depth, job = start_chamfer_depth(regions.region, self._erosion_guess(key), self.depth_backend)
+
+        def advance(depth: torch.Tensor) -> tuple[_Guidance, torch.Tensor]:
+            updated = guidance.with_clicks(draw_clicks(regions, depth, uniform), active, self.sigma)
+            return updated, (pred if last else updated.predict(image, network, autocast))
+
+        updated, next_pred = advance(depth)
+        if job is not None:
+            pending, max_depth = DeviceReadback(torch.stack([job.pending().to(torch.int32), job.max_depth()])).value()
+            if bool(pending):  # the guess was short: finish the erosion and redo this round
+                job.finish()
+                max_depth = job.max_depth()
+                updated, next_pred = advance(job.depth())
+            self._depths[key].append(int(max_depth))
+        return updated, next_pred
+
+    def _erosion_guess(self, key: int) -> int:
+        """Erosion steps to run before checking: the largest depth of the last batches (first guess until seen)."""
+        seen = self._depths[key]
+        return max(max(seen, default=self.erosion_guess), 1)
 
     def __call__(self, engine: Any, batchdata: dict[str, Any]) -> dict[str, Any]:
         """Simulate the clicks for ``batchdata`` and run ``engine._iteration`` on the guided batch."""

@@ -7,13 +7,18 @@ from __future__ import annotations
 
 from common.transforms.clicks import (
     ClickBatch,
+    ErosionDepth,
+    ErrorRegions,
     add_clicks_to_maps,
     chamfer_depth,
     click_weights,
+    draw_clicks,
+    error_regions,
     reference_chamfer_depth,
     reference_error_click,
     sample_flat_indices,
     simulate_error_clicks,
+    start_chamfer_depth,
 )
 from common.transforms.functional import (
     JITTER_MODES,
@@ -44,6 +49,8 @@ __all__ = [
     "AddGuidanced",
     "ClickBatch",
     "ClickMapsd",
+    "ErosionDepth",
+    "ErrorRegions",
     "MaskPriorJitterd",
     "RandMaskPriorJitterd",
     "RandPriorSliced",
@@ -55,6 +62,8 @@ __all__ = [
     "chamfer_depth",
     "click_map_from_points",
     "click_weights",
+    "draw_clicks",
+    "error_regions",
     "evenly_spaced",
     "foreground_per_slice",
     "jitter_mask_about_centre",
@@ -65,5 +74,6 @@ __all__ = [
     "render_slice_guidance",
     "sample_flat_indices",
     "simulate_error_clicks",
+    "start_chamfer_depth",
     "validate_points",
 ]

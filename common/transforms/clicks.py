@@ -29,14 +29,19 @@ from scipy.ndimage import distance_transform_cdt
 
 __all__ = [
     "ClickBatch",
+    "ErosionDepth",
+    "ErrorRegions",
     "add_clicks_to_maps",
     "chamfer_depth",
     "click_weights",
+    "draw_clicks",
+    "error_regions",
     "new_click_mask",
     "reference_chamfer_depth",
     "reference_error_click",
     "sample_flat_indices",
     "simulate_error_clicks",
+    "start_chamfer_depth",
 ]
 
 DepthBackend = Literal["auto", "erosion", "scipy"]
@@ -65,26 +70,59 @@ def reference_chamfer_depth(region: np.ndarray) -> np.ndarray:
     return distance_transform_cdt(mask, metric="chessboard").astype(np.int32)
 
 
-def _erosion_depth(region: torch.Tensor) -> torch.Tensor:
-    """Depth by iterated erosion; ``region`` is bool ``(B, 1, *spatial)``."""
-    spatial_dims = region.dim() - 2
-    pool = F.max_pool2d if spatial_dims == 2 else F.max_pool3d
-    full = region.flatten(1).all(dim=1)
-    # Work on the negated mask m = -region (-1 inside, 0 outside): one erosion is then a single max-pool,
-    # m <- maxpool(m) (the implicit -inf padding ignores the outside of the array), and depth accumulates -m.
-    dtype = torch.float16 if region.is_cuda else torch.float32  # float16 counts exactly up to 2048
-    negated = -(region & ~full.view(-1, *([1] * (spatial_dims + 1)))).to(dtype)
-    accumulated = torch.zeros(region.shape, dtype=dtype, device=region.device)
-    step = 0
-    while True:
-        accumulated.sub_(negated)
-        negated = pool(negated, kernel_size=3, stride=1, padding=1)
-        step += 1
-        if step % _EROSIONS_PER_CHECK == 0 and not bool(negated.any()):
-            break
-    depth = accumulated.to(torch.int32)
-    depth = torch.where(full.view(-1, *([1] * (spatial_dims + 1))) & region, torch.ones_like(depth), depth)
-    return depth
+class ErosionDepth:
+    """Chessboard chamfer depth of a batch of regions by iterated erosion, advanced step by step on their device.
+
+    One erosion step is one 3x3(x3) max-pool on the negated mask ``-region`` (-1 inside, 0 outside; the implicit
+    ``-inf`` padding of max-pooling ignores the outside of the array) plus one accumulation. After ``n`` steps every
+    voxel of depth ``<= n`` has its final value; :meth:`pending` says (as a device tensor, without synchronising)
+    whether any voxel is deeper. So a caller can run a guessed number of steps, go on with the result, and check
+    later (:class:`common.clicks.training.BatchedClickInteraction` does this to keep the GPU queue full);
+    :meth:`finish` runs the remaining steps with a check every :data:`_EROSIONS_PER_CHECK` steps.
+
+    Args:
+        region: bool ``(B, 1, *spatial)`` (2 or 3 spatial dims).
+    """
+
+    def __init__(self, region: torch.Tensor) -> None:
+        self.spatial_dims = region.dim() - 2
+        self._pool = F.max_pool2d if self.spatial_dims == 2 else F.max_pool3d
+        self._region = region
+        self._full = region.flatten(1).all(dim=1).view(-1, *([1] * (self.spatial_dims + 1)))
+        dtype = torch.float16 if region.is_cuda else torch.float32  # float16 counts exactly up to 2048
+        self._negated = -(region & ~self._full).to(dtype)
+        self._accumulated = torch.zeros(region.shape, dtype=dtype, device=region.device)
+        self.steps = 0
+
+    def advance(self, steps: int) -> ErosionDepth:
+        """Run ``steps`` more erosions (no device synchronisation)."""
+        for _ in range(steps):
+            self._accumulated.sub_(self._negated)
+            self._negated = self._pool(self._negated, kernel_size=3, stride=1, padding=1)
+        self.steps += steps
+        return self
+
+    def pending(self) -> torch.Tensor:
+        """bool device scalar: some voxel is deeper than :attr:`steps` (the depth is not final yet)."""
+        return self._negated.any()
+
+    def max_depth(self) -> torch.Tensor:
+        """int32 device scalar: the largest depth so far (final when :meth:`pending` is False)."""
+        return self.depth().amax()
+
+    def finish(self) -> ErosionDepth:
+        """Erode until no voxel is left (one synchronisation per :data:`_EROSIONS_PER_CHECK` steps)."""
+        while bool(self.pending()):
+            self.advance(_EROSIONS_PER_CHECK)
+        return self
+
+    def depth(self) -> torch.Tensor:
+        """int32 ``(B, 1, *spatial)``: the depth after :attr:`steps` erosions (exact once nothing is pending).
+
+        A region that fills its whole array gets depth 1 everywhere (see :func:`reference_chamfer_depth`).
+        """
+        depth = self._accumulated.to(torch.int32)
+        return torch.where(self._full & self._region, torch.ones_like(depth), depth)
 
 
 def chamfer_depth(region: torch.Tensor, backend: DepthBackend = "auto") -> torch.Tensor:
@@ -104,10 +142,35 @@ def chamfer_depth(region: torch.Tensor, backend: DepthBackend = "auto") -> torch
         raise ValueError(f"backend must be 'auto', 'erosion' or 'scipy', got {backend!r}")
     mask = region > 0
     if backend == "erosion" or (backend == "auto" and mask.is_cuda):
-        return _erosion_depth(mask)
+        return ErosionDepth(mask).advance(_EROSIONS_PER_CHECK).finish().depth()
     host = mask.detach().cpu().numpy()
     depth = np.stack([reference_chamfer_depth(m[0])[None] for m in host])
     return torch.from_numpy(depth).to(region.device)
+
+
+def start_chamfer_depth(
+    region: torch.Tensor, steps: int, backend: DepthBackend = "auto"
+) -> tuple[torch.Tensor, ErosionDepth | None]:
+    """Chamfer depth of ``region`` that may still be incomplete, for callers that check later.
+
+    Args:
+        region: ``(B, 1, *spatial)``, non-zero inside the region.
+        steps: erosions to run now (erosion backend); a guess of the largest depth.
+        backend: as in :func:`chamfer_depth`.
+
+    Returns:
+        ``(depth, job)``: with the erosion backend ``depth`` is exact where it is ``<= steps`` and ``job`` is the
+        :class:`ErosionDepth` whose :meth:`~ErosionDepth.pending` says whether anything is deeper (then
+        ``job.finish().depth()`` is exact); with SciPy ``depth`` is exact and ``job`` is ``None``.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps!r}")
+    if backend == "erosion" or (backend == "auto" and region.is_cuda):
+        if region.dim() not in (4, 5) or region.shape[1] != 1:
+            raise ValueError(f"region must be (B, 1, H, W) or (B, 1, H, W, D), got shape {list(region.shape)}")
+        job = ErosionDepth(region > 0).advance(steps)
+        return job.depth(), job
+    return chamfer_depth(region, backend), None
 
 
 def click_weights(depth: torch.Tensor) -> torch.Tensor:
@@ -168,10 +231,72 @@ class ClickBatch:
         return torch.stack(torch.unravel_index(self.index, spatial_shape), dim=1)
 
 
+@dataclass
+class ErrorRegions:
+    """The error region each sample of a batch clicks in (see the module docstring).
+
+    Attributes:
+        region: bool ``(B, 1, *spatial)``: the false negatives of a sample that gets a foreground click, else its
+            false positives.
+        positive: bool ``(B,)``: foreground click (``|FN| >= |FP|``).
+        fn_voxels: int64 ``(B,)`` false-negative voxel counts.
+        fp_voxels: int64 ``(B,)`` false-positive voxel counts.
+    """
+
+    region: torch.Tensor
+    positive: torch.Tensor
+    fn_voxels: torch.Tensor
+    fp_voxels: torch.Tensor
+
+
+def error_regions(label: torch.Tensor, pred: torch.Tensor) -> ErrorRegions:
+    """False negatives / positives of a batch and the click type rule, on the tensors' device.
+
+    Args:
+        label: ``(B, 1, *spatial)`` ground truth, non-zero = foreground.
+        pred: ``(B, 1, *spatial)`` current binary prediction, non-zero = foreground (all zeros for the first click).
+
+    Raises:
+        ValueError: shape mismatch or wrong rank.
+    """
+    if label.shape != pred.shape:
+        raise ValueError(f"label {list(label.shape)} and pred {list(pred.shape)} must have the same shape")
+    if label.dim() not in (4, 5) or label.shape[1] != 1:
+        raise ValueError(f"label must be (B, 1, H, W) or (B, 1, H, W, D), got shape {list(label.shape)}")
+    truth, guess = label > 0, pred > 0
+    fn, fp = truth & ~guess, guess & ~truth
+    fn_voxels, fp_voxels = fn.flatten(1).sum(dim=1), fp.flatten(1).sum(dim=1)
+    positive = fn_voxels >= fp_voxels
+    region = torch.where(positive.view(-1, *([1] * (label.dim() - 1))), fn, fp)
+    return ErrorRegions(region=region, positive=positive, fn_voxels=fn_voxels, fp_voxels=fp_voxels)
+
+
+def draw_clicks(regions: ErrorRegions, depth: torch.Tensor, uniform: torch.Tensor) -> ClickBatch:
+    """One click per sample in ``regions.region``, with probability proportional to ``exp(depth) - 1``.
+
+    Args:
+        regions: from :func:`error_regions`.
+        depth: integer ``(B, 1, *spatial)`` chamfer depth of ``regions.region`` (:func:`chamfer_depth`).
+        uniform: ``(B,)`` uniform numbers in ``[0, 1)`` that drive the sampling.
+    """
+    if uniform.shape != regions.region.shape[:1]:
+        raise ValueError(f"uniform must have shape ({regions.region.shape[0]},), got {list(uniform.shape)}")
+    index, valid = sample_flat_indices(click_weights(depth.flatten(1)), uniform)
+    return ClickBatch(
+        index=index,
+        positive=regions.positive,
+        valid=valid,
+        fn_voxels=regions.fn_voxels,
+        fp_voxels=regions.fp_voxels,
+    )
+
+
 def simulate_error_clicks(
     label: torch.Tensor, pred: torch.Tensor, uniform: torch.Tensor, depth_backend: DepthBackend = "auto"
 ) -> ClickBatch:
     """One error-driven click per sample (see module docstring), batched on the tensors' device.
+
+    :func:`error_regions`, :func:`chamfer_depth` and :func:`draw_clicks` in one call.
 
     Args:
         label: ``(B, 1, *spatial)`` ground truth, non-zero = foreground.
@@ -185,20 +310,10 @@ def simulate_error_clicks(
     Raises:
         ValueError: shape mismatch or wrong rank.
     """
-    if label.shape != pred.shape:
-        raise ValueError(f"label {list(label.shape)} and pred {list(pred.shape)} must have the same shape")
-    if label.dim() not in (4, 5) or label.shape[1] != 1:
-        raise ValueError(f"label must be (B, 1, H, W) or (B, 1, H, W, D), got shape {list(label.shape)}")
+    regions = error_regions(label, pred)
     if uniform.shape != label.shape[:1]:
         raise ValueError(f"uniform must have shape ({label.shape[0]},), got {list(uniform.shape)}")
-    truth, guess = label > 0, pred > 0
-    fn, fp = truth & ~guess, guess & ~truth
-    fn_voxels, fp_voxels = fn.flatten(1).sum(dim=1), fp.flatten(1).sum(dim=1)
-    positive = fn_voxels >= fp_voxels
-    region = torch.where(positive.view(-1, *([1] * (label.dim() - 1))), fn, fp)
-    depth = chamfer_depth(region, depth_backend).flatten(1)
-    index, valid = sample_flat_indices(click_weights(depth), uniform)
-    return ClickBatch(index=index, positive=positive, valid=valid, fn_voxels=fn_voxels, fp_voxels=fp_voxels)
+    return draw_clicks(regions, chamfer_depth(regions.region, depth_backend), uniform)
 
 
 def add_clicks_to_maps(

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.networks.layers import GaussianFilter
+from monai.networks.layers import separable_filtering
 from monai.networks.layers.convutils import gaussian_1d
 from monai.transforms import MapTransform
 from monai.utils import convert_to_tensor
@@ -63,16 +63,26 @@ def _gaussian_kernels(sigmas: tuple[float, ...], truncated: float) -> list[torch
     return [gaussian_1d(torch.tensor(s), truncated=truncated, approx="erf").float() for s in sigmas]
 
 
-def _stamp(maps: torch.Tensor, sigmas: tuple[float, ...], truncated: float) -> torch.Tensor:
-    """Zero-padded separable Gaussian smoothing of sparse click maps: one kernel stamp per clicked voxel."""
-    out = torch.zeros(maps.shape, dtype=torch.float32, device=maps.device)
+@functools.lru_cache(maxsize=16)
+def _device_kernels(sigmas: tuple[float, ...], truncated: float, device: str) -> list[torch.Tensor]:
+    """:func:`_gaussian_kernels` on ``device``, made once (no host-to-device copy per call)."""
+    return [k.to(device) for k in _gaussian_kernels(sigmas, truncated)]
+
+
+def _stamp(maps: torch.Tensor, sigmas: tuple[float, ...], truncated: float, device: torch.device) -> torch.Tensor:
+    """Zero-padded separable Gaussian smoothing of sparse click maps: one kernel stamp per clicked voxel.
+
+    The clicked voxels are found where ``maps`` lies; the stamps are added on ``device``.
+    """
+    out = torch.zeros(maps.shape, dtype=torch.float32, device=device)
     clicked = maps.nonzero()  # (M, 2 + nd): batch, channel, voxel
     if len(clicked):
         spatial = tuple(int(v) for v in maps.shape[2:])
         flat = torch.zeros(len(clicked), dtype=torch.int64, device=maps.device)
         for axis, extent in enumerate(spatial):
             flat = flat * extent + clicked[:, 2 + axis]
-        mask = torch.ones(len(clicked), dtype=torch.bool, device=maps.device)
+        clicked, flat = clicked.to(device), flat.to(device)
+        mask = torch.ones(len(clicked), dtype=torch.bool, device=device)
         add_guidance_stamps(out, flat, clicked[:, 1], mask, sigmas, truncated, batch=clicked[:, 0])
     return out
 
@@ -82,14 +92,16 @@ def render_guidance(
     sigma: float | Sequence[float] = 2.0,
     truncated: float = 4.0,
     method: str = "auto",
+    device: str | torch.device | None = None,
 ) -> torch.Tensor:
-    """Gaussian guidance from binary click maps, for a whole batch at once on the maps' device.
+    """Gaussian guidance from binary click maps, for a whole batch at once.
 
-    Two implementations give the same result (to float rounding): ``"conv"`` smooths the maps with MONAI's
-    ``GaussianFilter`` (zero padding; the GPU path and the one used in training), ``"stamp"`` adds the same
-    separable kernel, cut at the borders, around each clicked voxel (a few microseconds per click, so rendering
-    costs next to nothing next to the network on a CPU). ``"auto"`` stamps on the CPU when there are at most
-    :data:`STAMP_LIMIT` clicked voxels and convolves otherwise.
+    Two implementations give the same result (to float rounding): ``"conv"`` smooths the maps with the separable
+    kernel of MONAI's ``GaussianFilter`` (zero padding; kernels made once per device), ``"stamp"`` adds the same
+    kernel, cut at the borders, around each clicked voxel (a few microseconds per click, so rendering costs next to
+    nothing next to the network on a CPU). ``"auto"`` stamps maps that lie on the CPU with at most
+    :data:`STAMP_LIMIT` clicked voxels and convolves otherwise (on a GPU the convolution is a handful of kernels
+    and needs no synchronisation).
 
     Args:
         click_maps: ``(B, 2, *spatial)`` (2 or 3 spatial dims), non-zero at clicked voxels (bool or numbers;
@@ -97,6 +109,8 @@ def render_guidance(
         sigma: Gaussian standard deviation in voxels, one value or one per spatial axis.
         truncated: the kernel is cut at ``truncated * sigma`` voxels (MONAI's ``GaussianFilter``).
         method: ``"auto"``, ``"conv"`` or ``"stamp"``.
+        device: where the guidance is made and returned (default: the maps' device). Maps on the CPU with a GPU
+            ``device`` are stamped there from the clicked voxels' indices, so the dense map never crosses over.
 
     Returns:
         float32 ``(B, 2, *spatial)`` in ``[0, 1]``: each channel is the smoothed map divided by its maximum, so it is
@@ -109,6 +123,7 @@ def render_guidance(
         raise ValueError(f"click_maps must be (B, C, H, W) or (B, C, H, W, D), got shape {list(click_maps.shape)}")
     if method not in ("auto", "conv", "stamp"):
         raise ValueError(f"method must be 'auto', 'conv' or 'stamp', got {method!r}")
+    target = click_maps.device if device is None else torch.device(device)
     spatial_dims = click_maps.dim() - 2
     sigmas = _sigma_tuple(sigma, spatial_dims)
     binary = click_maps != 0
@@ -116,11 +131,10 @@ def render_guidance(
         on_cpu = binary.device.type == "cpu"
         method = "stamp" if on_cpu and int(torch.count_nonzero(binary)) <= STAMP_LIMIT else "conv"
     if method == "stamp":
-        smoothed = _stamp(binary.cpu(), sigmas, truncated).to(click_maps.device)
+        smoothed = _stamp(binary, sigmas, truncated, target)
     else:
-        maps = binary.to(torch.float32)
-        smoothing = GaussianFilter(spatial_dims, sigma=sigmas, truncated=truncated).to(maps.device)
-        smoothed = smoothing(maps).clamp_min_(0.0)
+        maps = binary.to(device=target, dtype=torch.float32)
+        smoothed = separable_filtering(maps, _device_kernels(sigmas, float(truncated), str(target))).clamp_min_(0.0)
     return normalise_guidance(smoothed)
 
 
@@ -178,11 +192,14 @@ def add_guidance_stamps(
     values, offsets, _ = _stamp_table(_sigma_tuple(sigma, len(spatial)), float(truncated), str(smoothed.device))
     centre = torch.stack(torch.unravel_index(index, spatial), dim=1)  # (B, nd)
     position = centre[:, None, :] + offsets[None]  # (B, M, nd)
-    size = torch.tensor(spatial, device=smoothed.device)
-    inside = ((position >= 0) & (position < size)).all(dim=2) & mask[:, None]
+    # bounds checked against Python ints: a device tensor of the shape would cost a host-to-device copy, which
+    # synchronises the device (this runs in every click round of training)
+    inside = (position >= 0).all(dim=2) & mask[:, None]
     flat = torch.zeros(position.shape[:2], dtype=torch.int64, device=smoothed.device)
     for axis, extent in enumerate(spatial):
-        flat = flat * extent + position[..., axis].clamp(0, extent - 1)
+        coordinate = position[..., axis]
+        inside &= coordinate < extent
+        flat = flat * extent + coordinate.clamp(0, extent - 1)
     n = int(np.prod(spatial))
     sample = torch.arange(smoothed.shape[0], device=smoothed.device) if batch is None else batch
     target = (sample[:, None] * smoothed.shape[1] + channel[:, None]) * n + flat
@@ -191,7 +208,11 @@ def add_guidance_stamps(
 
 
 def render_slice_guidance(
-    click_maps: torch.Tensor, axis: int, sigma: float | Sequence[float] = 2.0, truncated: float = 4.0
+    click_maps: torch.Tensor,
+    axis: int,
+    sigma: float | Sequence[float] = 2.0,
+    truncated: float = 4.0,
+    device: str | torch.device | None = None,
 ) -> torch.Tensor:
     """2D guidance on every slice of volumetric click maps (for a 2D network applied slice by slice).
 
@@ -200,6 +221,7 @@ def render_slice_guidance(
         axis: spatial axis (0, 1 or 2) that indexes the slices.
         sigma: in-plane Gaussian standard deviation in voxels.
         truncated: kernel cut-off in multiples of sigma.
+        device: where the guidance is made and returned (default: the maps' device), see :func:`render_guidance`.
 
     Returns:
         float32 ``(B, C, H, W, D)``: each slice normalised on its own, no guidance bleeds between slices.
@@ -214,10 +236,11 @@ def render_slice_guidance(
     slices = moved.permute(0, 2, 1, 3, 4).reshape(b * n_slices, c, *plane)
     # only slices with a click are rendered: the others stay zero (a 200-slice volume with clicks on a few slices
     # costs a few slices' work)
+    target = click_maps.device if device is None else torch.device(device)
     clicked = slices.flatten(1).any(dim=1).nonzero().flatten()
-    rendered = torch.zeros(slices.shape, dtype=torch.float32, device=click_maps.device)
+    rendered = torch.zeros(slices.shape, dtype=torch.float32, device=target)
     if clicked.numel():
-        rendered[clicked] = render_guidance(slices[clicked], sigma, truncated)
+        rendered[clicked.to(target)] = render_guidance(slices[clicked], sigma, truncated, device=target)
     rendered = rendered.reshape(b, n_slices, c, *plane).permute(0, 2, 1, 3, 4)
     return torch.movedim(rendered, 2, axis + 2).contiguous()
 
@@ -269,7 +292,11 @@ def validate_points(points: Any, spatial_shape: Sequence[int], name: str) -> np.
 
 
 def click_map_from_points(
-    foreground: Any, background: Any, spatial_shape: Sequence[int], require_foreground: bool = False
+    foreground: Any,
+    background: Any,
+    spatial_shape: Sequence[int],
+    require_foreground: bool = False,
+    device: str | torch.device | None = None,
 ) -> torch.Tensor:
     """Binary click map ``(2, *spatial_shape)`` (uint8; channel 0 foreground, 1 background) from point lists.
 
@@ -278,6 +305,7 @@ def click_map_from_points(
         background: negative clicks.
         spatial_shape: image spatial shape.
         require_foreground: raise if there is no foreground click (a structure needs at least one).
+        device: where the map is made (default CPU); on a GPU only the click indices cross over.
 
     Raises:
         ValueError: bad clicks (see :func:`validate_points`), no clicks at all, or no foreground click when
@@ -290,10 +318,10 @@ def click_map_from_points(
         raise ValueError("no clicks: give at least one foreground click inside the structure to segment")
     if require_foreground and len(fg) == 0:
         raise ValueError(f"no foreground click: {len(bg)} background click(s) alone do not say what to segment")
-    maps = torch.zeros((2, *shape), dtype=torch.uint8)
-    for channel, clicks in ((FOREGROUND, fg), (BACKGROUND, bg)):
-        if len(clicks):
-            maps[(channel, *torch.from_numpy(clicks).T)] = 1
+    maps = torch.zeros((2, *shape), dtype=torch.uint8, device=device)
+    channels = np.repeat([FOREGROUND, BACKGROUND], [len(fg), len(bg)])
+    index = torch.from_numpy(np.concatenate([channels[:, None], np.concatenate([fg, bg])], axis=1)).to(maps.device)
+    maps[tuple(index.T)] = 1
     return maps
 
 
@@ -391,6 +419,7 @@ class ClickMapsd(MapTransform):
             self._clicks(d, self.background_key, spatial),
             spatial,
             self.require_foreground,
+            device=image.device if isinstance(image, torch.Tensor) else None,
         )
         meta = getattr(image, "meta", None)
         if meta is not None:
@@ -445,12 +474,12 @@ class AddGuidanced(MapTransform):
                 "same spatial transforms to both"
             )
         batch = convert_to_tensor(maps, track_meta=False)[None]
-        if self.slice_axis is not None and batch.dim() == 5:
-            guidance = render_slice_guidance(batch, self.slice_axis, self.sigma)[0]
-        else:
-            guidance = render_guidance(batch, self.sigma)[0]
         img = image if isinstance(image, torch.Tensor) else torch.as_tensor(np.asarray(image))
-        guidance = guidance.to(device=img.device)  # numpy < 2 arrays have no ``.device``
+        # rendered where the image lies (numpy < 2 arrays have no ``.device``)
+        if self.slice_axis is not None and batch.dim() == 5:
+            guidance = render_slice_guidance(batch, self.slice_axis, self.sigma, device=img.device)[0]
+        else:
+            guidance = render_guidance(batch, self.sigma, device=img.device)[0]
         d[self.image_key] = torch.cat([img.to(torch.float32), guidance], dim=0)
         if self.delete_map:
             d.pop(self.map_key)

@@ -222,6 +222,46 @@ def test_same_seed_same_guidance_different_seed_different() -> None:
     assert not torch.equal(first, second)
 
 
+@pytest.mark.parametrize("guess", [1, 3, 64])
+def test_erosion_guess_never_changes_the_clicks(guess: int) -> None:
+    """Speculative rounds (a guessed number of erosions, checked later) give exactly the SciPy-depth clicks."""
+    image, label = torch.rand(6, 1, 48, 48), _discs(6, 48, seed=4)
+    label[0, 0, 5:35, 5:35] = 1  # a deep structure: depth 15
+    net = _tiny_net().eval()
+    calls: list[int] = []
+    net.register_forward_hook(lambda *_: calls.append(1))
+
+    def run(backend: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor, int]:
+        calls.clear()
+        interaction = BatchedClickInteraction(5, train=False, seed=2, depth_backend=backend, **kwargs)
+        out = interaction.simulate(image, label, net)
+        assert interaction.last_clicks is not None
+        return out, interaction.last_clicks, len(calls)
+
+    exact, exact_clicks, exact_calls = run("scipy")
+    out, clicks, n_calls = run("erosion", erosion_guess=guess)
+    torch.testing.assert_close(out, exact)
+    assert torch.equal(clicks, exact_clicks)
+    assert exact_calls == 5
+    if guess == 1:
+        assert n_calls > exact_calls  # short guesses redo rounds (their speculative forward passes are discarded)
+    if guess == 64:
+        assert n_calls == exact_calls
+
+
+def test_erosion_guess_follows_recent_depths() -> None:
+    label = torch.zeros(2, 1, 48, 48)
+    label[0, 0, 5:35, 5:35] = 1  # depth 15
+    label[1, 0, 10:20, 10:20] = 1  # depth 5
+    interaction = BatchedClickInteraction(1, train=False, depth_backend="erosion", erosion_guess=4)
+    assert interaction._erosion_guess(0) == 4
+    interaction.simulate(torch.rand(2, 1, 48, 48), label, _tiny_net())
+    assert interaction._erosion_guess(0) == 15  # the first click's region is the label
+    assert 1 <= interaction._erosion_guess(1) <= 20
+    with pytest.raises(ValueError, match="erosion_guess must be an integer >= 1"):
+        BatchedClickInteraction(1, erosion_guess=0)
+
+
 def test_network_mode_is_restored() -> None:
     net = _tiny_net()
     image, label = torch.rand(2, 1, 32, 32), _discs(2, 32)

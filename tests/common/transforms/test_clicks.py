@@ -9,13 +9,17 @@ from scipy.ndimage import distance_transform_cdt, gaussian_filter
 
 from common.transforms import (
     ClickBatch,
+    ErosionDepth,
     add_clicks_to_maps,
     chamfer_depth,
     click_weights,
+    draw_clicks,
+    error_regions,
     reference_chamfer_depth,
     reference_error_click,
     sample_flat_indices,
     simulate_error_clicks,
+    start_chamfer_depth,
 )
 
 BACKENDS = ("erosion", "scipy", "auto")
@@ -73,6 +77,57 @@ def test_chamfer_depth_errors() -> None:
         chamfer_depth(torch.zeros(5, 5))
     with pytest.raises(ValueError, match="backend"):
         chamfer_depth(torch.zeros(1, 1, 5, 5), "cuda")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("shape", [(23, 31), (13, 17, 11)])
+def test_erosion_depth_after_n_steps_is_exact_up_to_n(shape: tuple[int, ...]) -> None:
+    rng = np.random.default_rng(1)
+    masks = _regions(rng, shape, 6)
+    reference = np.stack([reference_chamfer_depth(m) for m in masks])
+    deepest = int(reference.max())
+    assert deepest > 3
+    job = ErosionDepth(_batch(masks))
+    for steps in (1, 2, 3, deepest - 1, deepest, deepest + 2):
+        job.advance(steps - job.steps)
+        assert job.steps == steps
+        np.testing.assert_array_equal(job.depth()[:, 0].numpy(), np.minimum(reference, steps))
+        assert bool(job.pending()) == (deepest > steps)
+        assert int(job.max_depth()) == min(deepest, steps)
+
+
+def test_start_chamfer_depth_partial_then_finished() -> None:
+    rng = np.random.default_rng(2)
+    masks = _regions(rng, (29, 19), 5)
+    reference = np.stack([reference_chamfer_depth(m) for m in masks])
+    depth, job = start_chamfer_depth(_batch(masks), 2, "erosion")
+    assert job is not None
+    np.testing.assert_array_equal(depth[:, 0].numpy(), np.minimum(reference, 2))
+    assert bool(job.pending())
+    np.testing.assert_array_equal(job.finish().depth()[:, 0].numpy(), reference)
+    assert not bool(job.pending())
+    exact, none = start_chamfer_depth(_batch(masks), 2, "scipy")
+    assert none is None
+    np.testing.assert_array_equal(exact[:, 0].numpy(), reference)
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        start_chamfer_depth(_batch(masks), 0)
+    with pytest.raises(ValueError, match="region must be"):
+        start_chamfer_depth(torch.zeros(2, 2, 5, 5, dtype=torch.bool), 3, "erosion")
+
+
+def test_error_regions_and_draw_clicks_compose_to_simulate() -> None:
+    rng = np.random.default_rng(3)
+    label = _batch(np.stack([_blob(rng, (24, 24)) for _ in range(6)]))
+    pred = _batch(np.stack([_blob(rng, (24, 24)) for _ in range(6)]))
+    uniform = torch.from_numpy(rng.uniform(size=6))
+    regions = error_regions(label, pred)
+    clicks = draw_clicks(regions, chamfer_depth(regions.region), uniform)
+    expected = simulate_error_clicks(label, pred, uniform)
+    for name in ("index", "positive", "valid", "fn_voxels", "fp_voxels"):
+        torch.testing.assert_close(getattr(clicks, name), getattr(expected, name))
+    with pytest.raises(ValueError, match="uniform must have shape"):
+        draw_clicks(regions, chamfer_depth(regions.region), uniform[:3])
+    with pytest.raises(ValueError, match="same shape"):
+        error_regions(label, pred[:, :, :5])
 
 
 # --- weights and sampling -------------------------------------------------------------------------------------------

@@ -393,6 +393,46 @@ def test_stamp_and_convolution_renderings_agree(shape: tuple[int, ...]) -> None:
     assert float(stamp[1, 1].abs().max()) == 0.0
 
 
+def test_convolution_is_monai_gaussian_filter() -> None:
+    from monai.networks.layers import GaussianFilter
+
+    maps = torch.rand((2, 2, 30, 26), generator=torch.Generator().manual_seed(1)) < 0.02
+    smoothed = GaussianFilter(2, sigma=(2.0, 1.5), truncated=4.0)(maps.float()).clamp_min(0)
+    peak = smoothed.flatten(2).amax(2)[..., None, None]
+    expected = torch.where(peak > 0, smoothed / peak.clamp_min(1e-30), torch.zeros_like(smoothed))
+    torch.testing.assert_close(render_guidance(maps, (2.0, 1.5), method="conv"), expected, atol=1e-6, rtol=0)
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("method", ["auto", "conv", "stamp"])
+def test_render_on_another_device(device: str, method: str) -> None:
+    maps = _maps((3, 40, 36), [(1, 5, 5), (2, 20, 30)], [(0, 39, 0)]).bool()  # a volume: (1, 2, 3, 40, 36)
+    expected = render_guidance(maps, 2.0, method="conv")
+    out = render_guidance(maps, 2.0, method=method, device=device)
+    assert out.device.type == device
+    torch.testing.assert_close(out.cpu(), expected, atol=1e-6, rtol=0)
+    sliced = render_slice_guidance(maps, 0, 2.0, device=device)
+    assert sliced.device.type == device
+    torch.testing.assert_close(sliced.cpu(), render_slice_guidance(maps, 0, 2.0), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_click_maps_and_guidance_made_on_the_image_device(device: str) -> None:
+    image = torch.zeros(1, 24, 20, device=device)
+    data = ClickMapsd(image_key="image")({"image": image, "foreground": [[3, 4]], "background": [[20, 1]]})
+    assert data["clicks"].device == image.device
+    assert click_map_from_points([[3, 4]], [[20, 1]], (24, 20), device=device).device == image.device
+    guided = AddGuidanced(image_key="image")(data)["image"]
+    assert guided.device == image.device
+    host = AddGuidanced(image_key="image")(
+        ClickMapsd()({"image": image.cpu(), "foreground": [[3, 4]], "background": [[20, 1]]})
+    )
+    torch.testing.assert_close(guided.cpu(), host["image"], atol=1e-6, rtol=0)
+
+
 def test_unknown_render_method_is_rejected() -> None:
     with pytest.raises(ValueError, match="method"):
         render_guidance(torch.zeros(1, 2, 8, 8), method="fft")
