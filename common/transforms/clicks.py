@@ -87,11 +87,11 @@ class ErosionDepth:
     def __init__(self, region: torch.Tensor) -> None:
         self.spatial_dims = region.dim() - 2
         self._pool = F.max_pool2d if self.spatial_dims == 2 else F.max_pool3d
-        self._region = region
-        self._full = region.flatten(1).all(dim=1).view(-1, *([1] * (self.spatial_dims + 1)))
+        full = region.flatten(1).all(dim=1).view(-1, *([1] * (self.spatial_dims + 1)))
         dtype = torch.float16 if region.is_cuda else torch.float32  # float16 counts exactly up to 2048
-        self._negated = -(region & ~self._full).to(dtype)
-        self._accumulated = torch.zeros(region.shape, dtype=dtype, device=region.device)
+        self._negated = -(region & ~full).to(dtype)
+        # a region filling its array has depth 1 everywhere: set once, never eroded
+        self._accumulated = (region & full).to(dtype)
         self.steps = 0
 
     def advance(self, steps: int) -> ErosionDepth:
@@ -108,7 +108,7 @@ class ErosionDepth:
 
     def max_depth(self) -> torch.Tensor:
         """int32 device scalar: the largest depth so far (final when :meth:`pending` is False)."""
-        return self.depth().amax()
+        return self._accumulated.amax().to(torch.int32)
 
     def finish(self) -> ErosionDepth:
         """Erode until no voxel is left (one synchronisation per :data:`_EROSIONS_PER_CHECK` steps)."""
@@ -121,8 +121,7 @@ class ErosionDepth:
 
         A region that fills its whole array gets depth 1 everywhere (see :func:`reference_chamfer_depth`).
         """
-        depth = self._accumulated.to(torch.int32)
-        return torch.where(self._full & self._region, torch.ones_like(depth), depth)
+        return self._accumulated.to(torch.int32)
 
 
 def chamfer_depth(region: torch.Tensor, backend: DepthBackend = "auto") -> torch.Tensor:

@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.networks.layers import separable_filtering
 from monai.networks.layers.convutils import gaussian_1d
 from monai.transforms import MapTransform
 from monai.utils import convert_to_tensor
@@ -63,10 +62,31 @@ def _gaussian_kernels(sigmas: tuple[float, ...], truncated: float) -> list[torch
     return [gaussian_1d(torch.tensor(s), truncated=truncated, approx="erf").float() for s in sigmas]
 
 
-@functools.lru_cache(maxsize=16)
-def _device_kernels(sigmas: tuple[float, ...], truncated: float, device: str) -> list[torch.Tensor]:
-    """:func:`_gaussian_kernels` on ``device``, made once (no host-to-device copy per call)."""
-    return [k.to(device) for k in _gaussian_kernels(sigmas, truncated)]
+@functools.lru_cache(maxsize=32)
+def _conv_weights(
+    sigmas: tuple[float, ...], truncated: float, channels: int, device: str
+) -> tuple[tuple[torch.Tensor, tuple[int, ...]], ...]:
+    """Per spatial axis: the depthwise 1D kernel as a conv weight ``(C, 1, 1.., k, ..1)`` and its padding, on
+    ``device``, made once (no host-to-device copy per call)."""
+    out = []
+    for axis, kernel in enumerate(_gaussian_kernels(sigmas, truncated)):
+        shape = [1] * len(sigmas)
+        shape[axis] = len(kernel)
+        padding = [0] * len(sigmas)
+        padding[axis] = (len(kernel) - 1) // 2
+        weight = kernel.reshape(1, 1, *shape).repeat(channels, *([1] * (len(sigmas) + 1)))
+        out.append((weight.to(device), tuple(padding)))
+    return tuple(out)
+
+
+def _smooth(maps: torch.Tensor, sigmas: tuple[float, ...], truncated: float) -> torch.Tensor:
+    """Zero-padded separable Gaussian smoothing of float maps ``(B, C, *spatial)``: one depthwise convolution per
+    axis (MONAI's ``separable_filtering`` with the kernels of ``GaussianFilter``, without re-making them)."""
+    conv = torch.nn.functional.conv2d if maps.dim() == 4 else torch.nn.functional.conv3d
+    channels = maps.shape[1]
+    for weight, padding in _conv_weights(sigmas, float(truncated), channels, str(maps.device)):
+        maps = conv(maps, weight, padding=padding, groups=channels)
+    return maps
 
 
 def _stamp(maps: torch.Tensor, sigmas: tuple[float, ...], truncated: float, device: torch.device) -> torch.Tensor:
@@ -133,16 +153,15 @@ def render_guidance(
     if method == "stamp":
         smoothed = _stamp(binary, sigmas, truncated, target)
     else:
-        maps = binary.to(device=target, dtype=torch.float32)
-        smoothed = separable_filtering(maps, _device_kernels(sigmas, float(truncated), str(target))).clamp_min_(0.0)
+        smoothed = _smooth(binary.to(device=target, dtype=torch.float32), sigmas, truncated).clamp_min_(0.0)
     return normalise_guidance(smoothed)
 
 
 def normalise_guidance(smoothed: torch.Tensor) -> torch.Tensor:
     """Divide each channel of smoothed click maps ``(B, C, *spatial)`` by its maximum (channels of zeros stay 0)."""
-    peak = smoothed.flatten(2).amax(dim=2)
-    scale = torch.where(peak > 0, 1.0 / peak.clamp_min(torch.finfo(torch.float32).tiny), torch.zeros_like(peak))
-    return smoothed * scale.view(*scale.shape, *([1] * (smoothed.dim() - 2)))
+    # a channel without clicks is all zeros, and 0 / tiny = 0: no branch needed (three kernels on a GPU)
+    peak = smoothed.amax(dim=tuple(range(2, smoothed.dim())), keepdim=True)
+    return smoothed / peak.clamp_min(torch.finfo(torch.float32).tiny)
 
 
 @functools.lru_cache(maxsize=16)
@@ -325,6 +344,14 @@ def click_map_from_points(
     return maps
 
 
+def _all_finite(image: torch.Tensor) -> bool:
+    """No NaN or infinite value in ``image``: one min/max reduction (NaN propagates into both) and one read."""
+    if image.numel() == 0 or not image.is_floating_point():
+        return True
+    low, high = torch.aminmax(image)
+    return all(math.isfinite(v) for v in torch.stack([low, high]).tolist())
+
+
 class ClickMapsd(MapTransform):
     """Check the user's clicks against the image and store them as a binary click map.
 
@@ -411,7 +438,7 @@ class ClickMapsd(MapTransform):
             raise ValueError(
                 f"{self.image_key!r} must be channel-first (C, H, W) or (C, H, W, D), got shape {tuple(image.shape)}"
             )
-        if self.check_image and not bool(torch.isfinite(convert_to_tensor(image)).all()):
+        if self.check_image and not _all_finite(convert_to_tensor(image, track_meta=False)):
             raise ValueError(f"{self.image_key!r} holds NaN or infinite values")
         spatial = tuple(int(s) for s in image.shape[1:])
         maps = click_map_from_points(
