@@ -514,10 +514,9 @@ CLICK_PARTS = (
     "error_regions",
     "start_chamfer_depth",
     "draw_clicks",
-    "new_click_mask",
+    "add_new_clicks",
     "add_guidance_stamps",
     "normalise_guidance",
-    "add_clicks_to_maps",
 )
 
 

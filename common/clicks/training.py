@@ -41,10 +41,9 @@ from common.clicks.readback import DeviceReadback
 from common.transforms.clicks import (
     ClickBatch,
     DepthBackend,
-    add_clicks_to_maps,
+    add_new_clicks,
     draw_clicks,
     error_regions,
-    new_click_mask,
     start_chamfer_depth,
 )
 from common.transforms.guidance import add_guidance_stamps, normalise_guidance
@@ -115,12 +114,12 @@ class _Guidance:
 
     def with_clicks(self, clicks: ClickBatch, active: torch.Tensor | None, sigma: float | Sequence[float]) -> _Guidance:
         """A new state with ``clicks`` added where ``active`` (all samples when ``None``) and the click is valid."""
-        fresh = new_click_mask(self.maps, clicks, active)
+        maps, fresh = add_new_clicks(self.maps, clicks, active)
         smoothed = add_guidance_stamps(
             self.smoothed.clone(), clicks.index, (~clicks.positive).to(torch.int64), fresh, sigma
         )
         added = clicks.valid if active is None else clicks.valid & active
-        return _Guidance(add_clicks_to_maps(self.maps, clicks, active), smoothed, self.clicks + added.to(torch.int64))
+        return _Guidance(maps, smoothed, self.clicks + added.to(torch.int64))
 
     def network_input(self, image: torch.Tensor) -> torch.Tensor:
         """``(B, C_img + 2, *spatial)``: the image and the normalised guidance."""

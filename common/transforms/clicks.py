@@ -32,6 +32,7 @@ __all__ = [
     "ErosionDepth",
     "ErrorRegions",
     "add_clicks_to_maps",
+    "add_new_clicks",
     "chamfer_depth",
     "click_weights",
     "draw_clicks",
@@ -184,8 +185,8 @@ def click_weights(depth: torch.Tensor) -> torch.Tensor:
     """
     d = depth.to(torch.float64)
     d_max = d.amax(dim=1, keepdim=True)
-    weights = torch.exp(d - d_max) - torch.exp(-d_max)
-    return torch.where(d > 0, weights, torch.zeros_like(weights))
+    # where d == 0 both terms are the same float exp(-d_max): the weight is exactly 0 without a mask
+    return torch.exp(d - d_max) - torch.exp(-d_max)
 
 
 def sample_flat_indices(weights: torch.Tensor, uniform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -315,10 +316,10 @@ def simulate_error_clicks(
     return draw_clicks(regions, chamfer_depth(regions.region, depth_backend), uniform)
 
 
-def add_clicks_to_maps(
+def add_new_clicks(
     click_maps: torch.Tensor, clicks: ClickBatch, active: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Set the clicked voxels in batched click maps, without a device synchronisation.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Set the clicked voxels in batched click maps and say which clicks were new, without a synchronisation.
 
     Args:
         click_maps: bool ``(B, 2, *spatial)`` (channel 0 foreground, 1 background).
@@ -326,29 +327,30 @@ def add_clicks_to_maps(
         active: bool ``(B,)``; samples where it is False get no click (all samples when ``None``).
 
     Returns:
-        A new bool tensor with the clicks added.
-    """
-    b = click_maps.shape[0]
-    n = int(np.prod(click_maps.shape[2:]))
-    add = clicks.valid if active is None else clicks.valid & active.to(clicks.valid.device)
-    channel = (~clicks.positive).to(torch.int64)
-    flat = click_maps.reshape(b, 2 * n).clone()
-    position = (channel * n + clicks.index).unsqueeze(1)
-    flat.scatter_(1, position, flat.gather(1, position) | add.unsqueeze(1))
-    return flat.view(click_maps.shape)
-
-
-def new_click_mask(click_maps: torch.Tensor, clicks: ClickBatch, active: torch.Tensor | None = None) -> torch.Tensor:
-    """bool ``(B,)``: the samples whose click :func:`add_clicks_to_maps` would set on a voxel not yet clicked.
-
-    Call it on the maps *before* adding the clicks (incremental guidance adds a kernel stamp only for these).
+        ``(maps, fresh)``: a new bool tensor with the clicks added, and bool ``(B,)``: the samples whose click set a
+        voxel not clicked before (incremental guidance adds a kernel stamp only for these, as a binary click map
+        counts each voxel once).
     """
     b = click_maps.shape[0]
     n = int(np.prod(click_maps.shape[2:]))
     add = clicks.valid if active is None else clicks.valid & active.to(clicks.valid.device)
     position = ((~clicks.positive).to(torch.int64) * n + clicks.index).unsqueeze(1)
-    already = click_maps.reshape(b, 2 * n).gather(1, position).squeeze(1)
-    return add & ~already
+    flat = click_maps.reshape(b, 2 * n)
+    already = flat.gather(1, position)
+    maps = flat.clone().scatter_(1, position, already | add.unsqueeze(1))
+    return maps.view(click_maps.shape), add & ~already.squeeze(1)
+
+
+def add_clicks_to_maps(
+    click_maps: torch.Tensor, clicks: ClickBatch, active: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The click maps with ``clicks`` added (see :func:`add_new_clicks`)."""
+    return add_new_clicks(click_maps, clicks, active)[0]
+
+
+def new_click_mask(click_maps: torch.Tensor, clicks: ClickBatch, active: torch.Tensor | None = None) -> torch.Tensor:
+    """bool ``(B,)``: the samples whose click would set a voxel not yet clicked (see :func:`add_new_clicks`)."""
+    return add_new_clicks(click_maps, clicks, active)[1]
 
 
 def reference_error_click(label: np.ndarray, pred: np.ndarray, uniform: float) -> tuple[tuple[int, ...], bool] | None:

@@ -193,7 +193,7 @@ def add_guidance_stamps(
     ``normalise_guidance(smoothed)`` then equals :func:`render_guidance` of the click maps (to float rounding), so
     the click loop of training updates guidance at the cost of one stamp per click instead of a convolution of the
     whole batch per round. The caller must skip clicks on an already clicked voxel (``mask``), as a binary click map
-    counts each voxel once (:func:`common.transforms.clicks.new_click_mask`).
+    counts each voxel once (:func:`common.transforms.clicks.add_new_clicks`).
 
     Args:
         smoothed: float32 ``(B, C, *spatial)``, updated in place.

@@ -262,6 +262,31 @@ def test_erosion_guess_follows_recent_depths() -> None:
         BatchedClickInteraction(1, erosion_guess=0)
 
 
+class _FromGuidance(nn.Module):
+    """Predicts foreground where the foreground guidance exceeds 0.3 (deterministic on any device)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x[:, 1:2] - 0.3) * 10
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_click_rounds_never_drain_the_device_queue() -> None:
+    """On a GPU the rounds contain no synchronising operation (``.item()``, ``nonzero``, blocking copies): the
+    only waits are :class:`DeviceReadback` events, which leave the next forward pass queued."""
+    device = torch.device("cuda")
+    image, label = torch.rand(4, 1, 48, 48), _discs(4, 48)
+    net = _FromGuidance()
+    BatchedClickInteraction(3, train=False).simulate(image.to(device), label.to(device), net)  # cached tables
+    interaction = BatchedClickInteraction(3, train=False, erosion_guess=48)  # deeper than any disc: no redo
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = interaction.simulate(image.to(device, non_blocking=True), label.to(device, non_blocking=True), net)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    on_cpu = BatchedClickInteraction(3, train=False, depth_backend="scipy").simulate(image, label, net)
+    torch.testing.assert_close(out.cpu(), on_cpu, atol=1e-5, rtol=0)
+
+
 def test_network_mode_is_restored() -> None:
     net = _tiny_net()
     image, label = torch.rand(2, 1, 32, 32), _discs(2, 32)

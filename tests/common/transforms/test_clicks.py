@@ -11,6 +11,7 @@ from common.transforms import (
     ClickBatch,
     ErosionDepth,
     add_clicks_to_maps,
+    add_new_clicks,
     chamfer_depth,
     click_weights,
     draw_clicks,
@@ -336,6 +337,27 @@ def test_coordinates_unravel_in_c_order() -> None:
     )
     coords = batch.coordinates((3, 4, 5)).tolist()
     assert coords == [list(np.unravel_index(i, (3, 4, 5))) for i in (0, 7, 59)]
+
+
+def test_add_new_clicks_reports_only_newly_set_voxels() -> None:
+    maps = torch.zeros(3, 2, 6, 6, dtype=torch.bool)
+    maps[0, 0, 1, 1] = True  # sample 0 clicks an already clicked voxel again
+    clicks = ClickBatch(
+        index=torch.tensor([7, 7, 8]),
+        positive=torch.tensor([True, False, True]),
+        valid=torch.tensor([True, True, False]),
+        fn_voxels=torch.zeros(3),
+        fp_voxels=torch.zeros(3),
+    )
+    out, fresh = add_new_clicks(maps, clicks)
+    assert fresh.tolist() == [False, True, False]
+    assert bool(out[0, 0, 1, 1])
+    assert bool(out[1, 1, 1, 1])
+    assert not bool(out[2].any())
+    assert int(out.sum()) == 2
+    assert not bool(maps[1].any())  # the input is not modified
+    _, inactive = add_new_clicks(maps, clicks, torch.tensor([True, False, True]))
+    assert inactive.tolist() == [False, False, False]
 
 
 def test_add_clicks_to_maps_respects_type_validity_and_active() -> None:
