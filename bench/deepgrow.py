@@ -65,6 +65,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
@@ -101,6 +102,7 @@ __all__ = [
     "TRAIN_RATIO_TARGET",
     "LatencyRow",
     "TrainRow",
+    "count_click_ops",
     "count_monai_clicks",
     "device_description",
     "format_latency_table",
@@ -243,6 +245,8 @@ class TrainRow:
         breakdown_ms: synchronised per-part milliseconds per iteration from the profiling iterations (not timed).
         data_pipeline_ms_per_batch: ``monai`` only: host time per batch of MONAI's first-click data pipeline
             (``AddInitialSeedPointd`` + ``AddGuidanceSignald``), which runs outside the timed loop.
+        click_ops: ``ours`` only: operations of one call of the click rounds outside the network, see
+            :func:`count_click_ops` (with the profiling iterations).
     """
 
     size: Size
@@ -262,6 +266,7 @@ class TrainRow:
     iteration_s: list[float] = field(default_factory=list)
     breakdown_ms: dict[str, float] = field(default_factory=dict)
     data_pipeline_ms_per_batch: float | None = None
+    click_ops: dict[str, int] | None = None
 
 
 def count_monai_clicks(guidance: str | Sequence[Any]) -> int:
@@ -534,6 +539,82 @@ def _profile_ours(loop: _EngineLoop, batch: dict[str, Any], n: int) -> dict[str,
     return breakdown.per_iteration_ms()
 
 
+#: aten operations that make no kernel (views, aliases): not counted as kernels by :func:`count_click_ops`.
+VIEW_OPS = frozenset(
+    {
+        "aten.view.default",
+        "aten._unsafe_view.default",
+        "aten.unsqueeze.default",
+        "aten.squeeze.dim",
+        "aten.squeeze.dims",
+        "aten.select.int",
+        "aten.slice.Tensor",
+        "aten.unbind.int",
+        "aten.permute.default",
+        "aten.expand.default",
+        "aten.alias.default",
+        "aten.detach.default",
+        "aten.lift_fresh.default",
+        "aten.t.default",
+    }
+)
+
+
+def count_click_ops(
+    update: BatchedClickInteraction, batch: dict[str, Any], network: torch.nn.Module, device: torch.device
+) -> dict[str, int]:
+    """Operations of one call of our click rounds outside the network (``update.simulate`` on ``batch``).
+
+    Returns ``ops`` (aten operations dispatched), ``kernels`` (those that are not views: on a GPU each is at least
+    one kernel launch) and, on a GPU, ``syncs``: the operations that make the host wait for the device to finish
+    all queued work (counted with ``torch.cuda.set_sync_debug_mode("warn")``; event waits of
+    :class:`common.clicks.readback.DeviceReadback` are not among them, they leave later work queued).
+    A device-independent view of the launch overhead that the throughput figures measure.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class _Counter(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops: list[str] = []
+            self.in_network = False
+
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            if not self.in_network:
+                self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    image = torch.as_tensor(batch["image"]).as_subclass(torch.Tensor).to(device)
+    label = torch.as_tensor(batch["label"]).as_subclass(torch.Tensor).to(device)
+    counter = _Counter()
+    handles = [
+        network.register_forward_pre_hook(lambda *_: setattr(counter, "in_network", True)),
+        network.register_forward_hook(lambda *_: setattr(counter, "in_network", False)),
+    ]
+    syncs: int | None = None
+    try:
+        _sync(device)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if device.type == "cuda":
+                torch.cuda.set_sync_debug_mode("warn")
+            try:
+                with counter:
+                    update.simulate(image, label, network)
+            finally:
+                if device.type == "cuda":
+                    torch.cuda.set_sync_debug_mode(0)
+        if device.type == "cuda":
+            syncs = sum("synchroniz" in str(w.message) for w in caught)
+    finally:
+        for handle in handles:
+            handle.remove()
+    result = {"ops": len(counter.ops), "kernels": sum(op not in VIEW_OPS for op in counter.ops)}
+    if syncs is not None:
+        result["syncs"] = syncs
+    return result
+
+
 def _profile_monai(loop: _EngineLoop, batch: dict[str, Any], n: int, k: int, seed: int) -> dict[str, float]:
     """Synchronised per-part breakdown of ``n`` iterations of MONAI's loop (ms per iteration)."""
     breakdown = _Breakdown(loop.device)
@@ -601,6 +682,7 @@ def _bench_train_size(
     clicks_ours = torch.cat(ours_clicks[args.warmup :]).float().mean().item()
     counts = [count_monai_clicks(g) for batch_guidance in monai_guidance[args.warmup :] for g in batch_guidance]
     breakdowns: dict[str, dict[str, float]] = {"limit": {}, "ours": {}, "monai": {}}
+    ops: dict[str, int] | None = None
     if args.profile_iters:
         limit_breakdown = _Breakdown(device)
         for _ in range(args.profile_iters):
@@ -608,6 +690,7 @@ def _bench_train_size(
         breakdowns["limit"] = limit_breakdown.per_iteration_ms()
         breakdowns["ours"] = _profile_ours(ours, batches.ours[0], args.profile_iters)
         breakdowns["monai"] = _profile_monai(reference, batches.monai[0], args.profile_iters, args.k, seed + 1)
+        ops = count_click_ops(ours_update, batches.ours[0], ours.network, device)
     clicks: dict[str, float | None] = {"limit": None, "ours": clicks_ours, "monai": float(np.mean(counts))}
     rounds = {"limit": float(args.k), "ours": float(np.mean(ours_rounds[args.warmup :])), "monai": float(args.k)}
     limit_rate = args.iters / sum(times["limit"])
@@ -634,6 +717,7 @@ def _bench_train_size(
                 iteration_s=times[variant],
                 breakdown_ms=breakdowns[variant],
                 data_pipeline_ms_per_batch=seed_ms if variant == "monai" else None,
+                click_ops=ops if variant == "ours" else None,
             )
         )
     return result
@@ -1036,6 +1120,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             if row.breakdown_ms:
                 parts = ", ".join(f"{k} {v:.1f}" for k, v in row.breakdown_ms.items())
                 print(f"  {row.variant} {row.channels} breakdown (ms/iteration, synchronised): {parts}")
+            if row.click_ops is not None:
+                counted = ", ".join(f"{k} {v}" for k, v in row.click_ops.items())
+                print(f"  ours {row.channels} click rounds, one batch, outside the network: {counted}")
             if row.data_pipeline_ms_per_batch is not None:
                 print(
                     f"  monai first-click data pipeline (outside its timed loop, data-loader workers): "

@@ -92,6 +92,11 @@ def test_main_runs_both_benchmarks_and_writes_json(
     assert {"decollate_batch", "list_data_collate", "AddRandomGuidanced"} <= set(rows["monai"]["breakdown_ms"])
     assert rows["monai"]["data_pipeline_ms_per_batch"] > 0
     assert rows["ours"]["data_pipeline_ms_per_batch"] is None
+    ops = rows["ours"]["click_ops"]
+    assert set(ops) == {"ops", "kernels"}  # no "syncs" on the CPU
+    assert 0 < ops["kernels"] < ops["ops"]
+    assert rows["monai"]["click_ops"] is None
+    assert "ours [2, 2, 4, 4, 4] click rounds, one batch, outside the network: ops" in printed
 
     (summary,) = written["train_summary"]
     assert summary["channels"] == [2, 2, 4, 4, 4]
@@ -107,6 +112,7 @@ def test_main_runs_both_benchmarks_and_writes_json(
         assert row["functional_ratio"] == pytest.approx(row["functional_ms"] / row["forward_ms"])
         assert row["ratio_passed"] == (max(row["transforms_ratio"], row["functional_ratio"]) <= 1.15)
         assert row["within_cpu_target"] == (row["transforms_ms"] < 300)
+        assert row["upload_ms"] >= 0
     assert written["latency"][0]["parameters"] > written["latency"][1]["parameters"]
 
 

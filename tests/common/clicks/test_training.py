@@ -249,6 +249,22 @@ def test_erosion_guess_never_changes_the_clicks(guess: int) -> None:
         assert n_calls == exact_calls
 
 
+def test_erosion_guess_never_changes_the_clicks_3d() -> None:
+    label = torch.zeros(3, 1, 16, 16, 16)
+    label[0, :, 2:14, 3:13, 1:15] = 1  # depth 5
+    label[1, :, 4:9, 4:9, 4:9] = 1
+    label[2, :, 8:, :, :] = 1  # touches the border
+    image, net = torch.rand(3, 1, 16, 16, 16), _tiny_net(3).eval()
+
+    def run(backend: Any, guess: int = 16) -> torch.Tensor:
+        interaction = BatchedClickInteraction(3, train=False, seed=1, depth_backend=backend, erosion_guess=guess)
+        return interaction.simulate(image, label, net)
+
+    exact = run("scipy")
+    torch.testing.assert_close(run("erosion", 1), exact)
+    torch.testing.assert_close(run("erosion", 2), exact)
+
+
 def test_erosion_guess_follows_recent_depths() -> None:
     label = torch.zeros(2, 1, 48, 48)
     label[0, 0, 5:35, 5:35] = 1  # depth 15
