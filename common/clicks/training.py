@@ -275,14 +275,17 @@ class BatchedClickInteraction:
             updated = guidance.with_clicks(draw_clicks(regions, depth, uniform), active, self.sigma)
             return updated, (pred if last else updated.predict(image, network, autocast))
 
+        # the flag is queued right behind the erosion, before the draw and the next forward pass: waiting for it
+        # leaves those queued, so the device works while the host reads it
+        check = None if job is None else DeviceReadback(torch.stack([job.pending().to(torch.int32), job.max_depth()]))
         updated, next_pred = advance(depth)
-        if job is not None:
-            pending, max_depth = DeviceReadback(torch.stack([job.pending().to(torch.int32), job.max_depth()])).value()
-            if bool(pending):  # the guess was short: finish the erosion and redo this round
-                job.finish()
-                max_depth = job.max_depth()
-                updated, next_pred = advance(job.depth())
-            self._depths[key].append(int(max_depth))
+        if job is None or check is None:  # SciPy: the depth was exact
+            return updated, next_pred
+        pending, max_depth = check.value().tolist()
+        if pending:  # the guess was short: finish the erosion and redo this round
+            max_depth = int(job.finish().max_depth())
+            updated, next_pred = advance(job.depth())
+        self._depths[key].append(int(max_depth))
         return updated, next_pred
 
     def _erosion_guess(self, key: int) -> int:

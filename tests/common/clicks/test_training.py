@@ -60,6 +60,13 @@ class _Oracle(nn.Module):
         return (self.label * 2 - 1) * 10
 
 
+class _FromGuidance(nn.Module):
+    """Predicts foreground where the foreground guidance exceeds 0.3 (deterministic on any device)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x[:, 1:2] - 0.3) * 10
+
+
 def _tiny_net(spatial_dims: int = 2) -> DeepGrowUNet:
     return DeepGrowUNet(spatial_dims=spatial_dims, in_channels=3, out_channels=1, channels=TINY)
 
@@ -265,6 +272,30 @@ def test_erosion_guess_never_changes_the_clicks_3d() -> None:
     torch.testing.assert_close(run("erosion", 2), exact)
 
 
+def test_depth_check_is_queued_before_the_next_forward_and_read_after_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The order that keeps a GPU busy: flag copied (behind the erosion), next forward queued, then the flag read."""
+    import common.clicks.training as training
+    from common.clicks.readback import DeviceReadback
+
+    events: list[str] = []
+
+    class _Recorded(DeviceReadback):
+        def __init__(self, tensor: torch.Tensor) -> None:
+            events.append("copy flag")
+            super().__init__(tensor)
+
+        def value(self) -> torch.Tensor:
+            events.append("read flag")
+            return super().value()
+
+    monkeypatch.setattr(training, "DeviceReadback", _Recorded)
+    net = _FromGuidance()
+    net.register_forward_hook(lambda *_: events.append("forward"))
+    interaction = BatchedClickInteraction(2, train=False, depth_backend="erosion", erosion_guess=32)
+    interaction.simulate(torch.rand(2, 1, 32, 32), _discs(2, 32), net)
+    assert events == ["copy flag", "forward", "read flag"] * 2 + ["copy flag", "read flag"]
+
+
 def test_erosion_guess_follows_recent_depths() -> None:
     label = torch.zeros(2, 1, 48, 48)
     label[0, 0, 5:35, 5:35] = 1  # depth 15
@@ -276,13 +307,6 @@ def test_erosion_guess_follows_recent_depths() -> None:
     assert 1 <= interaction._erosion_guess(1) <= 20
     with pytest.raises(ValueError, match="erosion_guess must be an integer >= 1"):
         BatchedClickInteraction(1, erosion_guess=0)
-
-
-class _FromGuidance(nn.Module):
-    """Predicts foreground where the foreground guidance exceeds 0.3 (deterministic on any device)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x[:, 1:2] - 0.3) * 10
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
