@@ -275,12 +275,12 @@ class BatchedClickInteraction:
             updated = guidance.with_clicks(draw_clicks(regions, depth, uniform), active, self.sigma)
             return updated, (pred if last else updated.predict(image, network, autocast))
 
+        if job is None:  # SciPy: the depth is exact
+            return advance(depth)
         # the flag is queued right behind the erosion, before the draw and the next forward pass: waiting for it
         # leaves those queued, so the device works while the host reads it
-        check = None if job is None else DeviceReadback(torch.stack([job.pending().to(torch.int32), job.max_depth()]))
+        check = DeviceReadback(torch.stack([job.pending().to(torch.int32), job.max_depth()]))
         updated, next_pred = advance(depth)
-        if job is None or check is None:  # SciPy: the depth was exact
-            return updated, next_pred
         pending, max_depth = check.value().tolist()
         if pending:  # the guess was short: finish the erosion and redo this round
             max_depth = int(job.finish().max_depth())

@@ -37,7 +37,6 @@ __all__ = [
     "click_weights",
     "draw_clicks",
     "error_regions",
-    "new_click_mask",
     "reference_chamfer_depth",
     "reference_error_click",
     "sample_flat_indices",
@@ -346,11 +345,6 @@ def add_clicks_to_maps(
 ) -> torch.Tensor:
     """The click maps with ``clicks`` added (see :func:`add_new_clicks`)."""
     return add_new_clicks(click_maps, clicks, active)[0]
-
-
-def new_click_mask(click_maps: torch.Tensor, clicks: ClickBatch, active: torch.Tensor | None = None) -> torch.Tensor:
-    """bool ``(B,)``: the samples whose click would set a voxel not yet clicked (see :func:`add_new_clicks`)."""
-    return add_new_clicks(click_maps, clicks, active)[1]
 
 
 def reference_error_click(label: np.ndarray, pred: np.ndarray, uniform: float) -> tuple[tuple[int, ...], bool] | None:

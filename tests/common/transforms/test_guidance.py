@@ -440,7 +440,7 @@ def test_unknown_render_method_is_rejected() -> None:
 
 @pytest.mark.parametrize("spatial", [(24, 20), (12, 10, 8)])
 def test_incremental_stamps_equal_rendering_the_click_maps(spatial: tuple[int, ...]) -> None:
-    from common.transforms.clicks import ClickBatch, add_clicks_to_maps, new_click_mask
+    from common.transforms.clicks import ClickBatch, add_new_clicks
     from common.transforms.guidance import add_guidance_stamps, normalise_guidance
 
     generator = torch.Generator().manual_seed(5)
@@ -460,9 +460,8 @@ def test_incremental_stamps_equal_rendering_the_click_maps(spatial: tuple[int, .
             positive[1] = previous_positive[1]
         clicks = ClickBatch(index, positive, torch.ones(b, dtype=torch.bool), torch.zeros(b), torch.zeros(b))
         active = torch.tensor([True, True, step % 2 == 0, True])
-        fresh = new_click_mask(maps, clicks, active)
+        maps, fresh = add_new_clicks(maps, clicks, active)
         add_guidance_stamps(smoothed, index, (~positive).long(), fresh, 2.0)
-        maps = add_clicks_to_maps(maps, clicks, active)
         previous, previous_positive = index.clone(), positive.clone()
     torch.testing.assert_close(
         normalise_guidance(smoothed), render_guidance(maps, 2.0, method="conv"), atol=1e-6, rtol=0
