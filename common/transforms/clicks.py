@@ -31,7 +31,6 @@ __all__ = [
     "ClickBatch",
     "ErosionDepth",
     "ErrorRegions",
-    "add_clicks_to_maps",
     "add_new_clicks",
     "chamfer_depth",
     "click_weights",
@@ -135,16 +134,8 @@ def chamfer_depth(region: torch.Tensor, backend: DepthBackend = "auto") -> torch
     Returns:
         int32 ``(B, 1, *spatial)`` on ``region``'s device; both backends return identical values.
     """
-    if region.dim() not in (4, 5) or region.shape[1] != 1:
-        raise ValueError(f"region must be (B, 1, H, W) or (B, 1, H, W, D), got shape {list(region.shape)}")
-    if backend not in ("auto", "erosion", "scipy"):
-        raise ValueError(f"backend must be 'auto', 'erosion' or 'scipy', got {backend!r}")
-    mask = region > 0
-    if backend == "erosion" or (backend == "auto" and mask.is_cuda):
-        return ErosionDepth(mask).advance(_EROSIONS_PER_CHECK).finish().depth()
-    host = mask.detach().cpu().numpy()
-    depth = np.stack([reference_chamfer_depth(m[0])[None] for m in host])
-    return torch.from_numpy(depth).to(region.device)
+    depth, job = start_chamfer_depth(region, _EROSIONS_PER_CHECK, backend)
+    return depth if job is None else job.finish().depth()
 
 
 def start_chamfer_depth(
@@ -162,14 +153,19 @@ def start_chamfer_depth(
         :class:`ErosionDepth` whose :meth:`~ErosionDepth.pending` says whether anything is deeper (then
         ``job.finish().depth()`` is exact); with SciPy ``depth`` is exact and ``job`` is ``None``.
     """
+    if region.dim() not in (4, 5) or region.shape[1] != 1:
+        raise ValueError(f"region must be (B, 1, H, W) or (B, 1, H, W, D), got shape {list(region.shape)}")
+    if backend not in ("auto", "erosion", "scipy"):
+        raise ValueError(f"backend must be 'auto', 'erosion' or 'scipy', got {backend!r}")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps!r}")
-    if backend == "erosion" or (backend == "auto" and region.is_cuda):
-        if region.dim() not in (4, 5) or region.shape[1] != 1:
-            raise ValueError(f"region must be (B, 1, H, W) or (B, 1, H, W, D), got shape {list(region.shape)}")
-        job = ErosionDepth(region > 0).advance(steps)
+    mask = region > 0
+    if backend == "erosion" or (backend == "auto" and mask.is_cuda):
+        job = ErosionDepth(mask).advance(steps)
         return job.depth(), job
-    return chamfer_depth(region, backend), None
+    host = mask.detach().cpu().numpy()
+    depth = np.stack([reference_chamfer_depth(m[0])[None] for m in host])
+    return torch.from_numpy(depth).to(region.device), None
 
 
 def click_weights(depth: torch.Tensor) -> torch.Tensor:
@@ -338,13 +334,6 @@ def add_new_clicks(
     already = flat.gather(1, position)
     maps = flat.clone().scatter_(1, position, already | add.unsqueeze(1))
     return maps.view(click_maps.shape), add & ~already.squeeze(1)
-
-
-def add_clicks_to_maps(
-    click_maps: torch.Tensor, clicks: ClickBatch, active: torch.Tensor | None = None
-) -> torch.Tensor:
-    """The click maps with ``clicks`` added (see :func:`add_new_clicks`)."""
-    return add_new_clicks(click_maps, clicks, active)[0]
 
 
 def reference_error_click(label: np.ndarray, pred: np.ndarray, uniform: float) -> tuple[tuple[int, ...], bool] | None:

@@ -10,7 +10,6 @@ from scipy.ndimage import distance_transform_cdt, gaussian_filter
 from common.transforms import (
     ClickBatch,
     ErosionDepth,
-    add_clicks_to_maps,
     add_new_clicks,
     chamfer_depth,
     click_weights,
@@ -297,7 +296,7 @@ def test_no_click_when_prediction_is_perfect() -> None:
     clicks = simulate_error_clicks(label, label.clone(), torch.tensor([0.3, 0.6], dtype=torch.float64))
     assert clicks.valid.tolist() == [False, False]
     assert clicks.positive.tolist() == [True, True]  # tie 0 == 0, but no region to click in
-    maps = add_clicks_to_maps(torch.zeros(2, 2, 8, 8, dtype=torch.bool), clicks)
+    maps, _ = add_new_clicks(torch.zeros(2, 2, 8, 8, dtype=torch.bool), clicks)
     assert not maps.any()
     assert reference_error_click(label[0, 0].numpy(), label[0, 0].numpy(), 0.3) is None
 
@@ -324,7 +323,7 @@ def test_simulate_errors() -> None:
         simulate_error_clicks(torch.zeros(2, 1, 8, 8), torch.zeros(2, 1, 8, 8), torch.zeros(3))
 
 
-# --- ClickBatch / add_clicks_to_maps --------------------------------------------------------------------------------
+# --- ClickBatch / add_new_clicks ------------------------------------------------------------------------------------
 
 
 def test_coordinates_unravel_in_c_order() -> None:
@@ -360,7 +359,7 @@ def test_add_new_clicks_reports_only_newly_set_voxels() -> None:
     assert inactive.tolist() == [False, False, False]
 
 
-def test_add_clicks_to_maps_respects_type_validity_and_active() -> None:
+def test_add_new_clicks_respects_type_validity_and_active() -> None:
     clicks = ClickBatch(
         index=torch.tensor([5, 6, 7, 8]),
         positive=torch.tensor([True, False, True, False]),
@@ -372,7 +371,7 @@ def test_add_clicks_to_maps_respects_type_validity_and_active() -> None:
     maps[3, 0, 0, 0] = True  # an earlier click is kept
     before = maps.clone()
     active = torch.tensor([True, True, True, False])
-    out = add_clicks_to_maps(maps, clicks, active)
+    out, _ = add_new_clicks(maps, clicks, active)
     torch.testing.assert_close(maps, before)  # the input is not modified
     assert out.dtype == torch.bool
     assert out.shape == maps.shape
@@ -382,7 +381,7 @@ def test_add_clicks_to_maps_respects_type_validity_and_active() -> None:
     assert not out[1, 0].any()
     assert not out[2].any()  # no valid click
     torch.testing.assert_close(out[3], before[3])  # not active
-    everyone = add_clicks_to_maps(maps, clicks)
+    everyone, _ = add_new_clicks(maps, clicks)
     assert everyone[3, 1].flatten().nonzero().flatten().tolist() == [8]
-    again = add_clicks_to_maps(out, clicks, active)  # clicking the same voxel twice keeps it set
+    again, _ = add_new_clicks(out, clicks, active)  # clicking the same voxel twice keeps it set
     torch.testing.assert_close(again, out)
