@@ -7,7 +7,7 @@ expressions.
 Example (``multi_gpu_train.json``)::
 
     "device": "$common.distributed.local_device()",
-    "initialize": ["$common.distributed.init_distributed()", ...],
+    "initialize": ["$common.distributed.init_distributed()", "$common.distributed.quiet_non_main_process()", ...],
     "finalize": ["$common.distributed.cleanup_distributed()"]
 """
 
@@ -27,6 +27,7 @@ __all__ = [
     "init_distributed",
     "is_main_process",
     "local_device",
+    "quiet_non_main_process",
 ]
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,39 @@ def init_distributed(timeout_minutes: float = 30.0) -> torch.device:
 def is_main_process() -> bool:
     """True on rank 0, or when not running distributed (used to save checkpoints and logs once)."""
     return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def quiet_non_main_process(min_level: int = logging.WARNING) -> bool:
+    """On every rank but 0, drop log records below ``min_level`` from every logger; rank 0 is left alone.
+
+    Setting the trainer's and evaluator's ``engine.logger`` level is not enough to quiet a rank: MONAI's
+    ``StatsHandler`` logs the loss and metrics through its own logger (``"monai.handlers.StatsHandler"``, which
+    ``monai.apps.get_logger`` resets to INFO, with its own stdout handler and no propagation, each time a
+    ``StatsHandler`` is built), ``LrScheduleHandler(print_lr=True)`` and ignite log through the engine's logger, and
+    MONAI's bundle runner configures the root logger from the bundle's ``logging.conf``. This function uses
+    ``logging.disable(min_level - 1)``, the process-wide switch that every logger obeys whatever its level or
+    handlers, including loggers and handlers created later. Warnings and errors (``>= min_level``) still come
+    through from every rank. Call it right after :func:`init_distributed`, before the engines are built.
+
+    Lines printed before it runs (MONAI's ``--- input summary of monai.bundle.scripts.run ---`` and the
+    ``process group ready`` line of :func:`init_distributed`) and tqdm progress bars (not logging: turn them off
+    with ``CacheDataset(progress=is_main_process())``) are not affected.
+
+    Args:
+        min_level: lowest level still logged on non-main ranks (default WARNING).
+
+    Returns:
+        True if this process was quieted (a non-main rank), False on rank 0 or outside distributed runs.
+
+    Raises:
+        ValueError: ``min_level`` is not a positive integer logging level.
+    """
+    if isinstance(min_level, bool) or not isinstance(min_level, int) or min_level < 1:
+        raise ValueError(f"min_level must be a positive logging level such as logging.WARNING (30), got {min_level!r}")
+    if is_main_process():
+        return False
+    logging.disable(min_level - 1)
+    return True
 
 
 def cleanup_distributed() -> None:

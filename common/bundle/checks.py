@@ -1,10 +1,10 @@
 """Static checks every bundle of this repository must pass (used by ``tests/bundles``).
 
 Each check returns a list of human-readable problems (empty = the bundle passes), so a test failure names every
-problem at once instead of stopping at the first. The checks encode what ``monai.bundle`` and MONAI Label rely on
-(see ``shared/CONVENTIONS.md``): the config ids they read, ``network_def`` identical in the train and inference
-configs (MONAI Label reads exactly one file of each), offline metadata validation, and configs that stay portable
-(no cross-file ``%`` macros, no absolute paths).
+problem at once instead of stopping at the first. The checks encode what ``monai.bundle`` and MONAI Label rely on:
+the config ids they read, ``network_def`` identical in the train and inference configs (MONAI Label reads exactly
+one file of each), offline metadata validation, and configs that stay portable (no cross-file ``%`` macros, no
+absolute paths).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """DeepGrow's iterative click simulation as an ``iteration_update`` of a standard MONAI engine, batched on device.
 
-Per batch (METHODS.md CLICK, section 2): one foreground click from the ground truth, then up to ``K`` no-grad
-prediction rounds; in round ``k`` each sample receives one error-driven click with probability ``p_k`` (falling
-linearly with ``k``), then the engine's normal iteration (one gradient step for a trainer, one scored prediction
-for an evaluator) runs on the final guidance.
+Per batch (DeepGrow's training-time click simulation, Sakinis et al., arXiv:1903.08205, 2019): one foreground click
+from the ground truth, then up to ``K`` no-grad prediction rounds; in round ``k`` each sample receives one
+error-driven click with probability ``p_k`` (falling linearly with ``k``), then the engine's normal iteration (one
+gradient step for a trainer, one scored prediction for an evaluator) runs on the final guidance.
 
 Unlike ``monai.apps.deepgrow.interaction.Interaction`` nothing leaves the device between rounds: clicks live in a
 batched boolean click map ``(B, 2, *spatial)`` on the training device, the error regions, distances and draws are

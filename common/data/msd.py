@@ -7,9 +7,10 @@ The folder holds ``dataset.json`` next to ``imagesTr/``, ``labelsTr/`` (and opti
     DIR/labelsTr/<case>.nii.gz      integer multi-label map, (X, Y, Z), 0 = background
 
 ``dataset.json`` uses the standard MSD keys (``"name"``, ``"labels"`` with string keys, ``"training"`` as a list of
-``{"image": "./imagesTr/x.nii.gz", "label": "./labelsTr/x.nii.gz"}``, ``"test"`` as a list of image paths) plus
-our optional extension ``"structure_split": {"seen": [...], "unseen": [...]}`` naming structures from ``"labels"``.
-Without ``"structure_split"`` (real MSD tasks) every structure counts as *seen*.
+``{"image": "./imagesTr/x.nii.gz", "label": "./labelsTr/x.nii.gz"}``, ``"test"`` as a list of image paths; at least
+one of ``"training"`` and ``"test"``, so a folder of unlabelled images with only a ``"test"`` list loads too, for
+inference) plus our optional extension ``"structure_split": {"seen": [...], "unseen": [...]}`` naming structures
+from ``"labels"``. Without ``"structure_split"`` (real MSD tasks) every structure counts as *seen*.
 
 The same code reads our embedded phantom set and an unpacked MSD task such as ``Task09_Spleen``. Files present in
 the folder but not listed in ``dataset.json`` (e.g. macOS ``._spleen_2.nii.gz`` junk) are ignored.
@@ -30,6 +31,7 @@ import numpy as np
 
 __all__ = [
     "AFFINE_ATOL_MM",
+    "CASE_LISTS",
     "GROUPS",
     "REQUIRED_KEYS",
     "MSDDataset",
@@ -43,7 +45,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Keys that ``dataset.json`` must contain for :func:`load_msd_dataset`.
-REQUIRED_KEYS: tuple[str, ...] = ("name", "labels", "training")
+REQUIRED_KEYS: tuple[str, ...] = ("name", "labels")
+#: Case lists of ``dataset.json``: at least one must be present (labelled ``"training"``, unlabelled ``"test"``).
+CASE_LISTS: tuple[str, ...] = ("training", "test")
 #: The two structure groups of the seen/unseen protocol.
 GROUPS: tuple[str, ...] = ("seen", "unseen")
 #: Default tolerance (mm, absolute) when comparing image and label affines.
@@ -62,7 +66,8 @@ class MSDDataset:
         labels: label value -> structure name, including ``0`` (background), sorted by value.
         seen: names of the structures that may be used for training, sorted by label value.
         unseen: names of the held-out structures (empty for real MSD tasks), sorted by label value.
-        training: ``{"image", "label", "case_id"}`` dicts with absolute paths, in ``dataset.json`` order.
+        training: ``{"image", "label", "case_id"}`` dicts with absolute paths, in ``dataset.json`` order; empty for a
+            dataset with only a ``"test"`` list (usable for inference, not for training).
         validation: same format as ``training``, from the optional ``"validation"`` list (else empty).
         test: ``{"image", "case_id"}`` dicts with absolute paths.
         properties: the remaining top-level entries of ``dataset.json`` (``"modality"``, ``"description"``, ...).
@@ -364,7 +369,8 @@ def load_msd_dataset(root: str | Path, check_files: bool = True, check_content: 
 
     Raises:
         FileNotFoundError: missing folder, ``dataset.json`` or listed file.
-        ValueError: invalid JSON, missing keys, bad labels table or ``structure_split``, inconsistent case content.
+        ValueError: invalid JSON, missing keys (``"name"``, ``"labels"``, and ``"training"`` or ``"test"``), no case
+            listed at all, bad labels table or ``structure_split``, inconsistent case content.
     """
     root = Path(root).expanduser()
     if root.is_file() and root.name == "dataset.json":
@@ -379,11 +385,16 @@ def load_msd_dataset(root: str | Path, check_files: bool = True, check_content: 
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
         raise ValueError(f"{source}: missing required keys {missing}")
+    if not any(k in data for k in CASE_LISTS):
+        raise ValueError(
+            f"{source}: no case list: an MSD dataset.json needs a 'training' list (labelled image/label pairs) "
+            f"and/or a 'test' list (unlabelled images), found neither (top-level keys: {sorted(data)})"
+        )
     if not isinstance(data["name"], str):
         raise ValueError(f"{source}: 'name' must be a string, got {data['name']!r}")
     labels = parse_labels(data["labels"], source)
     seen, unseen = _parse_split(data.get("structure_split"), labels, source)
-    training = _parse_items(data["training"], "training", root, source, with_label=True)
+    training = _parse_items(data.get("training", []), "training", root, source, with_label=True)
     validation = _parse_items(data.get("validation", []), "validation", root, source, with_label=True)
     test = _parse_items(data.get("test", []), "test", root, source, with_label=False)
     for key, items in (("numTraining", training), ("numTest", test)):
@@ -392,6 +403,13 @@ def load_msd_dataset(root: str | Path, check_files: bool = True, check_content: 
     overlap = sorted({i["case_id"] for i in training} & {i["case_id"] for i in validation})
     if overlap:
         raise ValueError(f"{source}: cases {overlap} are in both 'training' and 'validation'")
+    if not (training or validation or test):
+        present = [repr(k) for k in (*CASE_LISTS, "validation") if k in data]
+        verb = "is" if len(present) == 1 else "are all"
+        raise ValueError(
+            f"{source}: lists no case: {', '.join(present)} {verb} empty; list labelled cases under 'training' "
+            "and/or unlabelled images under 'test'"
+        )
 
     if check_files or check_content:
         for key, items in (("training", training), ("validation", validation), ("test", test)):
@@ -410,7 +428,8 @@ def load_msd_dataset(root: str | Path, check_files: bool = True, check_content: 
             if len(image.shape) not in (3, 4):
                 raise ValueError(f"test image {item['image']} must be 3D or 4D, got shape {image.shape}")
 
-    properties = {k: v for k, v in data.items() if k not in {*REQUIRED_KEYS, "validation", "test", "structure_split"}}
+    listed = {*REQUIRED_KEYS, *CASE_LISTS, "validation", "structure_split"}
+    properties = {k: v for k, v in data.items() if k not in listed}
     dataset = MSDDataset(
         root=root,
         name=data["name"],

@@ -75,15 +75,33 @@ def kfold_splits(items: Sequence[Mapping[str, Any]], n_folds: int = 5, seed: int
         ``n_folds`` :class:`Fold` objects, in fold order.
 
     Raises:
-        ValueError: bad ``n_folds``, no items, or an item without a case id.
+        ValueError: bad ``n_folds`` (the message says which ``--n_folds`` bundle override fits the data), fewer
+            than 2 volumes, or an item without a case id.
     """
     if isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)):
         raise ValueError(f"n_folds must be an integer, got {n_folds!r}")
     ids = case_ids(items)
+    if len(ids) < 2:
+        hint = (
+            " (is the dataset's 'training' list empty? A dataset with only a 'test' list can be used for inference, "
+            "not for training)"
+            if not ids
+            else f" ({ids[0]!r})"
+        )
+        raise ValueError(
+            f"k-fold cross-validation needs at least 2 labelled volumes, got {len(ids)}{hint}: add training cases"
+        )
     if n_folds < 2:
-        raise ValueError(f"n_folds must be at least 2, got {n_folds}")
+        raise ValueError(
+            f"n_folds must be at least 2, got {n_folds}: pass `--n_folds N` with 2 <= N <= {len(ids)} (the number "
+            "of volumes) to `monai.bundle run`"
+        )
     if n_folds > len(ids):
-        raise ValueError(f"n_folds={n_folds} is larger than the number of volumes ({len(ids)} distinct case ids)")
+        raise ValueError(
+            f"n_folds={n_folds} is larger than the number of volumes ({len(ids)} distinct case ids): each fold "
+            f"needs at least one validation volume; pass `--n_folds {len(ids)}` (or fewer) to `monai.bundle run`, "
+            f'or set "n_folds": {len(ids)} in the config'
+        )
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(ids))
     chunks = np.array_split(order, int(n_folds))
@@ -104,5 +122,5 @@ def select_fold(items: Sequence[Mapping[str, Any]], fold: int, n_folds: int = 5,
         ValueError: ``fold`` not in ``[0, n_folds)`` (and the errors of :func:`kfold_splits`).
     """
     if isinstance(fold, bool) or not isinstance(fold, (int, np.integer)) or not 0 <= fold < n_folds:
-        raise ValueError(f"fold must be an integer in [0, {n_folds}), got {fold!r}")
+        raise ValueError(f"fold must be an integer in [0, {n_folds}) (the bundle's `--fold`), got {fold!r}")
     return kfold_splits(items, n_folds=n_folds, seed=seed)[int(fold)]

@@ -16,8 +16,11 @@ __all__ = ["IntensityRegionGrowAdapter"]
 
 logger = logging.getLogger(__name__)
 
-#: Below this many seed voxels (e.g. a few clicks) their intensity spread is too noisy to widen the window.
+#: Below this many scribble/slice seed voxels their intensity spread is too noisy to widen the window.
 _MIN_SEEDS_FOR_STD = 10
+#: A click whose 3x3x3 neighbourhood has at least this fraction within ``tolerance_hu / 2`` of its intensity estimate
+#: is *homogeneous* (inside one tissue) and gets its own intensity window; others (blurred edges) are seeds only.
+_MIN_HOMOGENEOUS_FRACTION = 0.6
 
 
 class IntensityRegionGrowAdapter:
@@ -29,14 +32,24 @@ class IntensityRegionGrowAdapter:
     1. Foreground seeds: foreground clicks, foreground scribbles, and the foreground of annotated slices.
        Without any, the prediction is empty. Background seeds: background clicks and scribbles.
     2. Seed intensity: each click contributes an edge-preserving local mean (raw intensities of its 3x3x3
-       neighbourhood within ``tolerance_hu`` of the clicked voxel), so a click on the structure's edge or on a
-       noisy voxel does not shift the window; scribble/slice voxels contribute their raw values.
-    3. Intensity window: the median seed intensity +- ``max(tolerance_hu, std_factor * std)``, where the std of
-       the seed intensities is used only with at least 10 seeds (slices, scribbles); candidates are the voxels
-       of the image smoothed with a Gaussian of ``smoothing_sigma_mm`` inside that window (and inside
-       ``state.box`` if given), plus the foreground seeds, minus the background seeds.
-    4. Region: the 6-connected components of the candidates that contain a foreground seed (so a foreground
-       click always gives a non-empty result), holes filled (step 6).
+       neighbourhood within ``tolerance_hu`` of the clicked voxel), so a noisy voxel does not shift its window.
+       A click is *homogeneous* when at least 60 % of that neighbourhood lies within ``tolerance_hu / 2`` of the
+       estimate (one tissue plus noise); a click on a blurred edge (a partial-volume mix of two tissues) is not.
+       Scribble/slice voxels contribute their raw values.
+    3. Intensity windows, one per source of intensity evidence: each homogeneous click gets its own window,
+       its estimate +- ``tolerance_hu``; the scribble/slice voxels together get their median +-
+       ``max(tolerance_hu, std_factor * std)``, where their std is used only with at least 10 of them. Edge
+       clicks are seeds only (they join the region grown from the other windows but do not shift any window);
+       when every seed is an edge click, their median estimate +- ``tolerance_hu`` is the one window. Per window,
+       candidates are the voxels of the image smoothed with a Gaussian of ``smoothing_sigma_mm`` inside that
+       window (and inside ``state.box`` if given), plus the foreground seeds, minus the background seeds.
+    4. Region: the union over the windows of the 6-connected components of the candidates that contain a
+       foreground seed (so a foreground click always gives a non-empty result), holes filled (step 6). A
+       foreground click on a part of the structure with another intensity (a kidney's cortex vs medulla, a
+       vessel's brighter segment) therefore adds that part instead of moving one shared window between the two
+       intensities, where it would fit neither and the result would collapse to the seeds. Without background
+       seeds, and once some window comes from a homogeneous click or from scribbles/slices, adding a foreground
+       click never removes a voxel.
     5. Background seeds inside or touching the region split it with a seeded watershed on the negated distance
        map of the region (foreground seeds vs background seeds): the classic way to cut touching blobs apart at
        their narrowest neck, so a background click in a region the growth leaked into removes that region, and
@@ -118,23 +131,51 @@ class IntensityRegionGrowAdapter:
             fg[target_slice] |= np.asarray(mask) > 0
         return fg, bg
 
-    def _seed_intensities(self, image: np.ndarray, state: InteractionState, fg: np.ndarray) -> np.ndarray:
-        """Robust intensity samples of the foreground seeds.
+    def _click_windows(self, image: np.ndarray, clicks: np.ndarray) -> tuple[list[float], list[float]]:
+        """Per foreground click: its intensity estimate, and the estimates of the *homogeneous* clicks.
 
-        A click is one noisy voxel that may sit on the structure's edge, so each click contributes the mean of the
-        raw intensities in its 3x3x3 neighbourhood that lie within ``tolerance_hu`` of the clicked voxel (an
-        edge-preserving local mean). Seeds from scribbles and slices contribute their raw voxel values.
+        A click is one noisy voxel that may sit on the structure's blurred edge, so each click's intensity is the
+        mean of the raw intensities in its 3x3x3 neighbourhood (clipped at the image border) that lie within
+        ``tolerance_hu`` of the clicked voxel (an edge-preserving local mean). The click is *homogeneous* when at
+        least :data:`_MIN_HOMOGENEOUS_FRACTION` of that neighbourhood lies within ``tolerance_hu / 2`` of the
+        estimate, i.e. the neighbourhood is one tissue plus noise rather than a partial-volume mix of two.
+
+        Args:
+            image: ``(H, W, D)`` float32 raw image.
+            clicks: ``(N, 3)`` voxel indices of the foreground clicks.
+
+        Returns:
+            The estimates of all clicks, and those of the homogeneous ones (both in click order).
         """
-        clicks = state.click_array("foreground", ndim=image.ndim)
-        other = fg.copy()
-        estimates = []
+        estimates: list[float] = []
+        homogeneous: list[float] = []
         for c in clicks:
-            other[tuple(c)] = False
             window = tuple(slice(max(int(v) - 1, 0), int(v) + 2) for v in c)
             patch = image[window]
             centre_value = float(image[tuple(c)])
-            estimates.append(float(patch[np.abs(patch - centre_value) <= self.tolerance_hu].mean()))
-        return np.concatenate([np.asarray(estimates, dtype=np.float32), image[other]])
+            estimate = float(patch[np.abs(patch - centre_value) <= self.tolerance_hu].mean())
+            estimates.append(estimate)
+            if np.mean(np.abs(patch - estimate) <= 0.5 * self.tolerance_hu) >= _MIN_HOMOGENEOUS_FRACTION:
+                homogeneous.append(estimate)
+        return estimates, homogeneous
+
+    def _intensity_windows(
+        self, image: np.ndarray, state: InteractionState, fg: np.ndarray
+    ) -> list[tuple[float, float]]:
+        """Intensity windows ``(centre, half_width)`` of the foreground seeds, see step 3 of the class docstring."""
+        clicks = state.click_array("foreground", ndim=image.ndim)
+        estimates, homogeneous = self._click_windows(image, clicks)
+        dense = fg.copy()
+        if clicks.size:
+            dense[tuple(clicks.T)] = False
+        windows = [(centre, self.tolerance_hu) for centre in homogeneous]
+        values = image[dense]
+        if values.size:
+            spread = float(values.std()) if values.size >= _MIN_SEEDS_FOR_STD else 0.0
+            windows.append((float(np.median(values)), max(self.tolerance_hu, self.std_factor * spread)))
+        if not windows:  # only edge clicks: one window at their median estimate
+            windows.append((float(np.median(estimates)), self.tolerance_hu))
+        return sorted(set(windows))
 
     @staticmethod
     def _split_from_background(
@@ -180,28 +221,31 @@ class IntensityRegionGrowAdapter:
         if not fg.any():
             return np.zeros(shape, dtype=np.uint8)
         smooth = self._smoothed(image, case)
-        values = self._seed_intensities(np.asarray(image, dtype=np.float32), state, fg)
-        centre = float(np.median(values))
-        spread = float(values.std()) if values.size >= _MIN_SEEDS_FOR_STD else 0.0
-        half_width = max(self.tolerance_hu, self.std_factor * spread)
-        candidates = np.abs(smooth - centre) <= half_width
+        windows = self._intensity_windows(np.asarray(image, dtype=np.float32), state, fg)
+        allowed = ~(bg & ~fg)
         if state.box is not None:
-            box = np.zeros(shape, dtype=bool)
-            box[tuple(slice(int(a), int(b)) for a, b in zip(state.box[0], state.box[1], strict=True))] = True
-            candidates &= box
-        candidates |= fg
-        candidates &= ~(bg & ~fg)
-        components, _ = ndimage.label(candidates)
-        keep = np.unique(components[fg])
-        result = np.isin(components, keep[keep > 0])
+            allowed &= _box_mask(shape, state.box)
+        result = np.zeros(shape, dtype=bool)
+        for centre, half_width in windows:
+            candidates = ((np.abs(smooth - centre) <= half_width) & allowed) | fg
+            components, _ = ndimage.label(candidates)
+            keep = np.unique(components[fg])
+            result |= np.isin(components, keep[keep > 0])
         if self.fill_holes:  # before the split, so a background click inside a filled hole is honoured
             result = ndimage.binary_fill_holes(result)
         if _touches(bg, result):
             result = self._split_from_background(result, fg, bg, case.spacing)
         for index, mask in state.slices.items():
             result[_slice_index(shape, state.axis, index)] = np.asarray(mask) > 0
-        logger.debug("region grow: window %.1f +- %.1f, %d voxels", centre, half_width, int(result.sum()))
+        logger.debug("region grow: windows (centre, half-width) %s, %d voxels", windows, int(result.sum()))
         return result.astype(np.uint8)
+
+
+def _box_mask(shape: tuple[int, ...], box: tuple[tuple[int, ...], tuple[int, ...]]) -> np.ndarray:
+    """Boolean ``shape`` mask of ``box`` = ``(start, stop)`` voxel indices (start inclusive, stop exclusive)."""
+    mask = np.zeros(shape, dtype=bool)
+    mask[tuple(slice(int(a), int(b)) for a, b in zip(box[0], box[1], strict=True))] = True
+    return mask
 
 
 def _touches(a: np.ndarray, b: np.ndarray) -> bool:

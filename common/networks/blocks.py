@@ -3,7 +3,8 @@
 Every block takes and returns channel-first batches ``(B, C, *spatial)`` with ``spatial = (H, W)`` for
 ``spatial_dims=2`` and ``(H, W, D)`` for ``spatial_dims=3``. The blocks are TorchScript-compatible.
 
-Two block families implement the two encoder/decoder styles of the slice-propagation paper (METHODS.md, PROP):
+Two block families implement the two encoder/decoder styles of the slice-propagation method
+(the Master's thesis cited in ``bundles/slice_propagation/docs/README.md``):
 
 - ``"unet"``: :class:`ConvBlock` (2 x [3x3 conv -> norm -> ReLU]) with 2x2 max-pooling to go down a level;
 - ``"residual"`` (FusionNet-like): :class:`ResidualBlock` (conv-norm-ReLU, conv-norm, + projected input, ReLU)

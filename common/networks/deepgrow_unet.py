@@ -1,4 +1,8 @@
-"""The U-Net of DeepGrow (METHODS.md CLICK): image + foreground/background guidance -> structure logits."""
+"""The U-Net of DeepGrow: image + foreground/background guidance -> structure logits.
+
+Method: Sakinis et al., "Interactive segmentation of medical images through fully convolutional neural networks",
+arXiv:1903.08205, 2019.
+"""
 
 from __future__ import annotations
 

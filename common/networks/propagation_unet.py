@@ -1,4 +1,5 @@
-"""2D (or 3D) U-Net of the slice-propagation method (METHODS.md, PROP).
+"""2D (or 3D) U-Net of the slice-propagation method (the Master's thesis cited in
+``bundles/slice_propagation/docs/README.md``).
 
 The network receives an image slice and the prior mask of a neighbouring slice as two input channels and returns
 **logits** for background and foreground. It does *not* apply a softmax: the loss (e.g.

@@ -1,4 +1,4 @@
-"""Error-driven click simulation of DeepGrow (METHODS.md CLICK, section 2), batched on the training device.
+"""Error-driven click simulation of DeepGrow (Sakinis et al., arXiv:1903.08205, 2019), batched on the training device.
 
 Rule, per sample of a batch: ``FN = label & ~pred`` and ``FP = pred & ~label``; a *foreground* click if
 ``|FN| >= |FP|`` (a *background* click if the false-positive area is larger), placed in that error region at a voxel

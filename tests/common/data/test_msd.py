@@ -144,7 +144,9 @@ def _set(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
     ("edit", "message"),
     [
         (_drop("labels"), r"dataset.json: missing required keys \['labels'\]"),
-        (_drop("training"), r"missing required keys \['training'\]"),
+        (_drop("training"), r"lists no case: 'test' is empty; list labelled cases under 'training'"),
+        (_set("training", []), r"lists no case: 'training', 'test' are all empty"),
+        (lambda data: [data.pop("training"), data.pop("test")], r"no case list: .*'training' list .*'test' list"),
         (_drop("name"), r"missing required keys \['name'\]"),
         (_set("labels", {"0": "background", "x": "liver"}), "label key 'x' is not an integer"),
         (_set("labels", {"1": "liver", "2": "spleen", "3": "kidney_left", "4": "kidney_right"}), "no background"),
@@ -181,6 +183,34 @@ def test_bad_dataset_json_gives_clear_error(
     with pytest.raises(ValueError, match=message) as info:
         load_msd_dataset(multi_task, check_files=False)
     assert str(multi_task / "dataset.json") in str(info.value)
+
+
+def test_dataset_with_only_a_test_list_loads(spleen_task: Path, msd_tools: SimpleNamespace) -> None:
+    """A folder of unlabelled images (``"test"`` only, no ``"training"``, as some MSD-style releases ship) loads for
+    inference: no training case, the test images listed, and their files checked."""
+
+    def keep_only_test(data: dict[str, Any]) -> None:
+        del data["training"], data["numTraining"]
+
+    msd_tools.edit_json(spleen_task, keep_only_test)
+    ds = load_msd_dataset(spleen_task, check_content=True)
+    assert ds.training == []
+    assert ds.validation == []
+    assert [i["case_id"] for i in ds.test] == ["test_0", "test_1"]
+    assert ds.test[0]["image"] == str(spleen_task.absolute() / "imagesTs" / "test_0.nii.gz")
+    assert ds.structures() == {1: "spleen"}
+    assert "training" not in ds.properties
+    assert "test" not in ds.properties
+    (spleen_task / "imagesTs" / "test_1.nii.gz").unlink()
+    with pytest.raises(FileNotFoundError, match=r"'test' case 'test_1' lists image"):
+        load_msd_dataset(spleen_task)
+
+
+def test_training_only_dataset_still_loads(multi_task: Path, msd_tools: SimpleNamespace) -> None:
+    msd_tools.edit_json(multi_task, lambda data: data.pop("test"))
+    ds = load_msd_dataset(multi_task, check_content=True)
+    assert len(ds.training) == 3
+    assert ds.test == []
 
 
 def test_missing_listed_file(spleen_task: Path) -> None:

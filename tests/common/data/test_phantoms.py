@@ -28,7 +28,7 @@ from common.data.phantoms import (
 SHAPE = (64, 64, 48)
 SPACING = (2.5, 2.5, 3.5)
 LABEL = {s.name: s.value for s in PHANTOM_STRUCTURES}
-BRIEF_TABLE = {
+STRUCTURE_TABLE = {
     1: ("liver", "seen"),
     2: ("spleen", "seen"),
     3: ("kidney_left", "seen"),
@@ -82,11 +82,11 @@ def _files(root: Path) -> dict[str, bytes]:
 # ----------------------------------------------------------------------------------------------- structure table
 
 
-def test_structure_table_matches_brief() -> None:
-    assert {s.value: (s.name, s.group) for s in PHANTOM_STRUCTURES} == BRIEF_TABLE
-    expected_labels = {0: "background", **{v: n for v, (n, _) in BRIEF_TABLE.items()}}
+def test_structure_table_matches_the_specified_one() -> None:
+    assert {s.value: (s.name, s.group) for s in PHANTOM_STRUCTURES} == STRUCTURE_TABLE
+    expected_labels = {0: "background", **{v: n for v, (n, _) in STRUCTURE_TABLE.items()}}
     assert expected_labels == PHANTOM_LABELS
-    assert set(PHANTOM_VOLUME_FRACTION_RANGES) == {n for n, _ in BRIEF_TABLE.values()}
+    assert set(PHANTOM_VOLUME_FRACTION_RANGES) == {n for n, _ in STRUCTURE_TABLE.values()}
     assert len({s.family for s in PHANTOM_STRUCTURES}) == len(PHANTOM_STRUCTURES)
     assert PHANTOM_VOLUME_FRACTION_RANGES["adrenal"][1] < 0.01
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,35 @@ def test_real_dataset_training_list(spleen_task: Path) -> None:
 def test_bad_n_folds(n_folds: int, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         kfold_splits(_items(5), n_folds=n_folds)
+
+
+def test_too_many_folds_names_the_bundle_override() -> None:
+    """A 4-volume dataset with the bundles' default ``n_folds`` 5: the message says what to pass."""
+    with pytest.raises(ValueError, match="n_folds=5") as info:
+        select_fold(_items(4), 0)  # n_folds defaults to 5, like the bundles' train.json
+    message = str(info.value)
+    assert "n_folds=5 is larger than the number of volumes (4 distinct case ids)" in message
+    assert "pass `--n_folds 4` (or fewer) to `monai.bundle run`" in message
+    assert '"n_folds": 4' in message
+    with pytest.raises(ValueError, match=r"pass `--n_folds N` with 2 <= N <= 4 .*`monai.bundle run`"):
+        kfold_splits(_items(4), n_folds=1)
+
+
+@pytest.mark.parametrize(
+    ("n_cases", "message"), [(0, r"got 0 \(is the dataset's 'training' list empty\?"), (1, r"got 1 \('case_00'\)")]
+)
+def test_fewer_than_two_volumes(n_cases: int, message: str) -> None:
+    with pytest.raises(ValueError, match=r"needs at least 2 labelled volumes, " + message):
+        select_fold(_items(n_cases), 0, n_folds=2)
+
+
+def test_dataset_with_only_test_images_cannot_be_split(spleen_task: Path) -> None:
+    data = json.loads((spleen_task / "dataset.json").read_text())
+    del data["training"]
+    (spleen_task / "dataset.json").write_text(json.dumps(data))
+    ds = load_msd_dataset(spleen_task)  # loads (for inference) ...
+    with pytest.raises(ValueError, match=r"'training' list empty\? A dataset with only a 'test' list"):
+        select_fold(ds.training, 0)  # ... but training's split says why it cannot train
 
 
 def test_n_folds_counts_volumes_not_items() -> None:

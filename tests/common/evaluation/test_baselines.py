@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from common.evaluation.baselines import IntensityRegionGrowAdapter
 from common.evaluation.cases import CaseInfo, EvalCase
@@ -165,3 +166,67 @@ def test_background_click_near_boundary_removes_only_a_thin_layer() -> None:
     assert both[edge] == 0
     removed = int(fg_only.sum()) - int(both.sum())
     assert 0 < removed < 0.1 * fg_only.sum()
+
+
+def _two_part_structure(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A structure of two touching parts of different intensity (like a vessel's bright and dim segments, or a
+    kidney's cortex and medulla): part A (intensity 200, the larger) and part B (90) on a background of 0, blurred
+    (partial volume) plus Gaussian noise with std 10. Returns (image, label, A, B)."""
+    part_a = _ball((16, 16, 12), 8.0).astype(bool)
+    part_b = _ball((16, 16, 21), 5.0).astype(bool) & ~part_a
+    clean = np.where(part_a, 200.0, np.where(part_b, 90.0, 0.0))
+    rng = np.random.default_rng(seed)
+    image = (ndimage.gaussian_filter(clean, 0.5) + rng.normal(0.0, 10.0, size=SHAPE)).astype(np.float32)
+    return image, (part_a | part_b).astype(np.uint8), part_a, part_b
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_second_correct_click_on_a_part_of_another_intensity_does_not_collapse(seed: int) -> None:
+    """Round 1: the robot clicks the centre of the label, in part A: A is segmented, B (another intensity) is missed.
+    Round 2: the robot clicks the missed part B. One window at the median of the two clicks (about 145 +- 50) fits
+    neither part and the result used to collapse to the two clicked voxels (Dice 0.003); each part now gets its
+    own window, so the second click adds B."""
+    image, label, part_a, part_b = _two_part_structure(seed)
+    case = EvalCase("c0", image, label, SPACING, 1, "kidney", "seen", np.diag([*SPACING, 1.0]))
+    result = run_interactive_evaluation(
+        [case], IntensityRegionGrowAdapter(), CentreOfErrorClickRobot(), 2, progress=False
+    )
+    r1, r2 = result.records
+    first, second = (tuple(c) for c in result.interactions[0]["state"]["foreground"])
+    assert part_a[first]  # the scenario: a click on each part, both correct
+    assert part_b[second]
+    assert r1.dice > 0.65
+    assert r2.dice > r1.dice + 0.1
+    assert r2.dice > 0.8
+
+
+def test_adding_a_foreground_click_never_removes_voxels() -> None:
+    image, label, _, part_b = _two_part_structure()
+    adapter = IntensityRegionGrowAdapter()
+    clicks = [(16, 16, 12), (16, 16, 21), (16, 13, 9), (15, 16, 22)]  # A, B, A, B: all inside the label
+    assert all(label[c] for c in clicks)
+    previous = np.zeros(SHAPE, dtype=np.uint8)
+    for n in range(1, len(clicks) + 1):
+        pred = adapter(image, InteractionState(foreground=clicks[:n], n_interactions=n), _info())
+        assert not (previous & ~pred).any(), f"click {n} removed voxels"
+        previous = pred
+    assert dice(previous, label) > 0.8
+    assert previous[part_b].mean() > 0.7
+
+
+def test_edge_click_does_not_move_the_window() -> None:
+    """A click on the blurred rim (a partial-volume voxel about halfway between structure and background) gets no
+    window of its own: the result is the one-click result plus that voxel, no leak into the background."""
+    label = _ball((16, 16, 16), 8.0)
+    clean = 100.0 * label
+    rng = np.random.default_rng(3)
+    image = (ndimage.gaussian_filter(clean, 1.0) + rng.normal(0.0, 5.0, size=SHAPE)).astype(np.float32)
+    adapter = IntensityRegionGrowAdapter()
+    one = adapter(image, InteractionState(foreground=[(16, 16, 16)], n_interactions=1), _info())
+    smooth = ndimage.gaussian_filter(clean, 1.0)
+    rim = np.argwhere((label > 0) & (np.abs(smooth - 50.0) < 8.0))
+    assert len(rim)
+    edge = tuple(int(v) for v in rim[0])
+    two = adapter(image, InteractionState(foreground=[(16, 16, 16), edge], n_interactions=2), _info())
+    assert not (one & ~two).any()
+    assert int((two & ~one).sum()) <= 1  # at most the clicked rim voxel itself
