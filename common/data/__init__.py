@@ -13,6 +13,7 @@ __all__ = [
     "MSDDataset",
     "SelectSliced",
     "SelectStructured",
+    "axial_axis",
     "binary_label",
     "case_ids",
     "check_datalist",
@@ -22,14 +23,18 @@ __all__ = [
     "kfold_splits",
     "load_label_array",
     "load_msd_dataset",
+    "map_voxel_indices",
     "msd_task_dir",
     "resolve_structures",
     "select_fold",
     "validate_case",
+    "write_variant",
 ]
 
 _SOURCES = {
     "check_datalist": "datalist",
+    "axial_axis": "geometry",
+    "map_voxel_indices": "geometry",
     "Fold": "splits",
     "case_ids": "splits",
     "kfold_splits": "splits",
@@ -46,6 +51,7 @@ _SOURCES = {
     "download_msd_task": "download",
     "msd_task_dir": "download",
     "generate_dataset": "phantoms",
+    "write_variant": "variants",
 }
 
 

@@ -5,6 +5,7 @@ Config-facing names are re-exported here, e.g. ``"_target_": "common.transforms.
 
 from __future__ import annotations
 
+from common.transforms.checks import CheckSpatialDimsd
 from common.transforms.clicks import (
     ClickBatch,
     ErosionDepth,
@@ -36,6 +37,12 @@ from common.transforms.guidance import (
     render_slice_guidance,
     validate_points,
 )
+from common.transforms.intensity import (
+    INTENSITY_MODES,
+    NormalizeIntensityByModalityd,
+    normalize_intensity,
+    otsu_threshold,
+)
 from common.transforms.priors import (
     MaskPriorJitterd,
     RandMaskPriorJitterd,
@@ -45,13 +52,16 @@ from common.transforms.priors import (
 from common.transforms.slices import StructureSlicesd, evenly_spaced
 
 __all__ = [
+    "INTENSITY_MODES",
     "JITTER_MODES",
     "AddGuidanced",
+    "CheckSpatialDimsd",
     "ClickBatch",
     "ClickMapsd",
     "ErosionDepth",
     "ErrorRegions",
     "MaskPriorJitterd",
+    "NormalizeIntensityByModalityd",
     "RandMaskPriorJitterd",
     "RandPriorSliced",
     "SliceAnnotationFromLabeld",
@@ -68,6 +78,8 @@ __all__ = [
     "foreground_per_slice",
     "jitter_mask_about_centre",
     "middle_slice_index",
+    "normalize_intensity",
+    "otsu_threshold",
     "reference_chamfer_depth",
     "reference_error_click",
     "render_guidance",
