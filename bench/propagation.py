@@ -183,14 +183,16 @@ def network_batch_sizes(
 ) -> list[int]:
     """The batch size of every network call of a propagation, in call order, from its front records.
 
-    All active fronts advance in lockstep: a front that predicted ``n`` slices took part in steps ``0 .. n - 1``.
+    All active fronts advance in lockstep: a front that made ``n`` predictions (``n_predicted`` kept plus
+    ``n_dropped`` dropped by a stop rule) took part in steps ``0 .. n - 1``.
     With ``batch_fronts`` the active fronts of a step go through the network together, in chunks of at most
     ``max_batch_size`` (default: the number of fronts); otherwise one call per front and step.
     """
     cap = (max_batch_size or max(len(fronts), 1)) if batch_fronts else 1
     sizes: list[int] = []
-    for step in range(max((f.n_predicted for f in fronts), default=0)):
-        active = sum(1 for f in fronts if f.n_predicted > step)
+    made = [f.n_predicted + f.n_dropped for f in fronts]
+    for step in range(max(made, default=0)):
+        active = sum(1 for n in made if n > step)
         full, rest = divmod(active, cap)
         sizes.extend([cap] * full + ([rest] if rest else []))
     return sizes
@@ -271,8 +273,16 @@ def _bench_size(
     divisor = network.required_divisor
     null = _NullNetwork()
     modes = {
-        mode: SlicePropagationInferer(
-            axis=2, max_empty_slices=None, merge=args.merge, divisible_by=divisor, batch_fronts=(mode == "batched")
+        mode: SlicePropagationInferer(  # every slice predicted: no stop rule (the same plan for every mode)
+            axis=2,
+            max_empty_slices=None,
+            merge=args.merge,
+            divisible_by=divisor,
+            batch_fronts=(mode == "batched"),
+            connect_tolerance=None,
+            min_area_ratio=None,
+            max_area_ratio=None,
+            max_intensity_shift=None,
         )
         for mode in dict.fromkeys(args.modes)
     }

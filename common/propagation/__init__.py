@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-from common.propagation.adapter import PropagationAdapter
 from common.propagation.annotation import CheckAnnotationd, RestoreUserSlicesd, slice_axis_in_array
 from common.propagation.engine import FrontRecord, PredictFn, PropagationResult, propagate
 from common.propagation.inferer import SlicePropagationInferer
@@ -33,7 +32,6 @@ __all__ = [
     "NearestMerge",
     "OverwriteMerge",
     "PredictFn",
-    "PropagationAdapter",
     "PropagationResult",
     "RestoreUserSlicesd",
     "SlicePropagationInferer",

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import torch
 from monai.config import KeysCollection
@@ -18,6 +17,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform
 from monai.utils import convert_to_dst_type, convert_to_numpy
 
+from common.data.geometry import slice_axis_in_array
 from common.propagation.validation import validate_image, validate_volume_annotation
 from common.transforms.provenance import UNKNOWN_SOURCE, source_name
 
@@ -77,25 +77,6 @@ class CheckAnnotationd(MapTransform):
                 f"affines differ.\nimage:\n{a_img}\nannotation:\n{a_ann}"
             )
         return d
-
-
-def slice_axis_in_array(affine: np.ndarray, world_axis: int = 2) -> int:
-    """The array axis of an image with ``affine`` that runs along ``world_axis`` (0 = L-R, 1 = P-A, 2 = I-S).
-
-    Slice propagation runs along the RAS axis ``world_axis`` of the re-oriented image; this finds the same axis in
-    the image as it was stored (e.g. axis 0 for a volume stored with S first).
-
-    Raises:
-        ValueError: ``world_axis`` is not 0, 1 or 2, or no single array axis runs along it (a degenerate affine).
-    """
-    if isinstance(world_axis, bool) or world_axis not in (0, 1, 2):
-        raise ValueError(f"world_axis must be 0 (L-R), 1 (P-A) or 2 (I-S), got {world_axis!r}")
-    orientation = nib.orientations.io_orientation(np.asarray(affine, dtype=np.float64))
-    # rows of a degenerate (e.g. singular) affine's orientation are NaN: those array axes match no world axis
-    matches = [i for i, (w, _) in enumerate(orientation) if np.isfinite(w) and int(w) == world_axis]
-    if len(matches) != 1:
-        raise ValueError(f"cannot find the array axis along world axis {world_axis} in affine\n{affine}")
-    return matches[0]
 
 
 class RestoreUserSlicesd(MapTransform):

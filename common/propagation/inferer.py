@@ -19,7 +19,13 @@ from monai.inferers import Inferer
 from monai.utils import convert_to_dst_type
 
 from common.networks.padding import pad_amounts
-from common.propagation.engine import PropagationResult, _propagate_validated
+from common.propagation.engine import (
+    DEFAULT_CONNECT_TOLERANCE,
+    DEFAULT_MAX_AREA_RATIO,
+    DEFAULT_MIN_AREA_RATIO,
+    PropagationResult,
+    _propagate_validated,
+)
 from common.propagation.merge import MergeRule
 from common.propagation.validation import (
     as_tensor,
@@ -48,7 +54,8 @@ class SlicePropagationInferer(Inferer):
 
     Args:
         axis: propagation axis among the spatial dims ``(H, W, D)`` of the input: 0, 1 or 2 (default 2, axial).
-        max_empty_slices: a front stops after this many consecutive empty slices (``None``: never).
+        max_empty_slices: without the continuity filter, a front stops after this many consecutive empty slices
+            (``None``: never); with it, a front stops at its first empty slice whatever this is.
         merge: merge rule name (``"nearest"``, ``"overwrite"``, ``"fusion"``) or a ``MergeRule`` instance.
         threshold: foreground where the probability is ``> threshold``.
         divisible_by: pad each in-plane dimension to a multiple of this (an int or one per in-plane dim);
@@ -61,6 +68,16 @@ class SlicePropagationInferer(Inferer):
             1.2 to 1.5x faster (results are identical either way).
         max_batch_size: cap on slices per network call (``None``: all active fronts).
         pad_mode: ``torch.nn.functional.pad`` mode for the image channel (the prior is always zero-padded).
+        connect_tolerance: continuity filter: keep only the components of each predicted slice (8-connected, in the
+            slice plane, before padding) that overlap the prior dilated by this many pixels; ``None`` disables it.
+        min_area_ratio: stop a front, dropping the slice, when its area is ``< min_area_ratio`` x the prior's area
+            (in ``(0, 1)``, or ``None``: never).
+        max_area_ratio: stop a front, dropping the slice, when its area is ``> max_area_ratio`` x the prior's area
+            (``> 1``, or ``None``: never).
+        max_intensity_shift: stop a front, dropping the slice, when the median image intensity inside its mask moves
+            further than this from the median inside the user's mask (in the network's input units; the bundles'
+            ``ct_window``: 1 = 500 HU), or ``None``: never (the default; the bundle configs set it for their
+            normalisation). See :mod:`common.propagation.engine` for all stop rules.
 
     Example:
         >>> inferer = SlicePropagationInferer(axis=2, merge="nearest", divisible_by=16)
@@ -79,6 +96,11 @@ class SlicePropagationInferer(Inferer):
         batch_fronts: bool | None = None,
         max_batch_size: int | None = None,
         pad_mode: PadMode = "constant",
+        *,
+        connect_tolerance: int | None = DEFAULT_CONNECT_TOLERANCE,
+        min_area_ratio: float | None = DEFAULT_MIN_AREA_RATIO,
+        max_area_ratio: float | None = DEFAULT_MAX_AREA_RATIO,
+        max_intensity_shift: float | None = None,
     ) -> None:
         super().__init__()
         if isinstance(axis, bool) or axis not in (0, 1, 2):
@@ -98,6 +120,11 @@ class SlicePropagationInferer(Inferer):
         self.batch_fronts = batch_fronts
         self.max_batch_size = max_batch_size
         self.pad_mode = pad_mode
+        self.connect_tolerance = connect_tolerance
+        self.min_area_ratio = min_area_ratio
+        self.max_area_ratio = max_area_ratio
+        self.max_intensity_shift = max_intensity_shift
+        self._validate_options()  # fail at construction (e.g. a bundle config), and again per call (attributes)
         self.last_results: list[PropagationResult] = []  # per batch item, for debugging
 
     def __call__(
@@ -155,7 +182,7 @@ class SlicePropagationInferer(Inferer):
             for b in range(batch):
                 # Validated once here; the engine's own checks of image and annotation are skipped.
                 image = validate_image(raw[b, 0], f"inputs[{b}, 0] (image)", ndim=3).movedim(self.axis, -1)
-                validate_propagation_options(self.threshold, self.max_empty_slices, self.max_batch_size)
+                self._validate_options()
                 masks = (
                     validate_slice_annotation(annotations[b], tuple(image.shape), image.device, "annotation")
                     if given_as_mapping
@@ -171,6 +198,10 @@ class SlicePropagationInferer(Inferer):
                     batch_fronts=self.batch_fronts if self.batch_fronts is not None else image.device.type != "cpu",
                     max_batch_size=self.max_batch_size,
                     keep_probability=self.return_probabilities,
+                    connect_tolerance=self.connect_tolerance,
+                    min_area_ratio=self.min_area_ratio,
+                    max_area_ratio=self.max_area_ratio,
+                    max_intensity_shift=self.max_intensity_shift,
                 )
                 self.last_results.append(result)
                 out = result.probability if self.return_probabilities else result.mask
@@ -178,6 +209,19 @@ class SlicePropagationInferer(Inferer):
                 output[b, 0].copy_(out.movedim(-1, self.axis))  # (bool ->) the output dtype, in one copy
         converted, *_ = convert_to_dst_type(output, inputs, dtype=dtype)
         return converted
+
+    def _validate_options(self) -> None:
+        """Check the numeric propagation options (see :func:`~common.propagation.validation.
+        validate_propagation_options`)."""
+        validate_propagation_options(
+            self.threshold,
+            self.max_empty_slices,
+            self.max_batch_size,
+            connect_tolerance=self.connect_tolerance,
+            min_area_ratio=self.min_area_ratio,
+            max_area_ratio=self.max_area_ratio,
+            max_intensity_shift=self.max_intensity_shift,
+        )
 
     def _annotations(self, raw: torch.Tensor, annotation: Any) -> list[Mapping[int, Any]]:
         """Per batch item, the user slices ``{k: 2D mask}`` along ``self.axis`` (masks in moved-axis layout).

@@ -11,16 +11,17 @@ of ``upper[k]`` (the nearest user slice above ``k``). A merge rule decides
    the two candidate predictions. The merged probability is ``w_up * p_up + w_down * p_down`` where a front that did
    not predict slice ``k`` (it stopped earlier, or was never meant to reach it) contributes probability 0.
 
-A front stops early (see :func:`common.propagation.engine.propagate`) after ``max_empty_slices`` consecutive empty
-predictions; its "not predicted" slices are then treated as empty (probability 0), which is what it would keep
-predicting from an empty prior.
+A front stops early (see :mod:`common.propagation.stopping`) when nothing connected to its prior is left, after
+``max_empty_slices`` consecutive empty predictions, or when the area or the intensity inside the mask changes too much
+(that last slice dropped); its "not predicted" slices are then treated as empty (probability 0), which is what it would
+keep predicting from an empty prior.
 
 Rules (select with :func:`get_merge_rule` by name, or pass an instance):
 
 - ``"overwrite"`` (:class:`OverwriteMerge`), the thesis' evaluation protocol: user slices are processed in the order
   they are given (e.g. the order of corrections; the first given is the oldest). The propagation from a later user
   slice overwrites earlier results on every slice it reached, in both directions, until it stopped (at the next user
-  slice, the volume edge, or after ``max_empty_slices`` empty slices). In a gap between two user slices the later
+  slice, the volume edge, or where a stop rule ended it). In a gap between two user slices the later
   one's front wins wherever it got to; the earlier one's result survives only beyond where the later front stopped.
   Fronts never cross a user slice: past it, that user slice's own propagation is authoritative.
 - ``"nearest"`` (:class:`NearestMerge`, default): every slice takes the prediction propagated from its nearest user

@@ -13,6 +13,7 @@ first, e.g. ``annotation == label_value`` or ``annotation > 0``.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Mapping
 from typing import Any
@@ -85,12 +86,25 @@ def validate_image(image: Any, name: str = "image", ndim: int = 3) -> torch.Tens
     return t
 
 
-def validate_propagation_options(threshold: float, max_empty_slices: int | None, max_batch_size: int | None) -> None:
+def validate_propagation_options(
+    threshold: float,
+    max_empty_slices: int | None,
+    max_batch_size: int | None,
+    *,
+    connect_tolerance: int | None = None,
+    min_area_ratio: float | None = None,
+    max_area_ratio: float | None = None,
+    max_intensity_shift: float | None = None,
+) -> None:
     """Check the numeric options of slice propagation (see :func:`common.propagation.engine.propagate`).
+
+    The keyword-only options default to ``None`` (disabled) here, so callers that do not use them need not pass them.
 
     Raises:
         ValueError: ``threshold`` not a number in ``[0, 1)``; ``max_empty_slices`` or ``max_batch_size`` neither
-            ``None`` nor an integer ``>= 1``.
+            ``None`` nor an integer ``>= 1``; ``connect_tolerance`` neither ``None`` nor an integer ``>= 0``;
+            ``min_area_ratio`` neither ``None`` nor a number in ``(0, 1)``; ``max_area_ratio`` neither ``None`` nor a
+            finite number ``> 1``; ``max_intensity_shift`` neither ``None`` nor a finite number ``> 0``.
     """
     if not isinstance(threshold, int | float) or isinstance(threshold, bool) or not 0.0 <= threshold < 1.0:
         raise ValueError(f"threshold must be a number in [0, 1), got {threshold!r}.")
@@ -102,6 +116,39 @@ def validate_propagation_options(threshold: float, max_empty_slices: int | None,
         isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1
     ):
         raise ValueError(f"max_batch_size must be an integer >= 1 or None, got {max_batch_size!r}.")
+    if connect_tolerance is not None and (
+        isinstance(connect_tolerance, bool) or not isinstance(connect_tolerance, int) or connect_tolerance < 0
+    ):
+        raise ValueError(
+            "connect_tolerance must be an integer >= 0 (pixels; 0 = a kept component must overlap the prior) or None "
+            f"(no continuity filter), got {connect_tolerance!r}."
+        )
+    if min_area_ratio is not None and (
+        not isinstance(min_area_ratio, int | float) or isinstance(min_area_ratio, bool) or not 0 < min_area_ratio < 1
+    ):
+        raise ValueError(
+            "min_area_ratio must be a number in (0, 1) (stop when the new area < min_area_ratio * the prior's area) "
+            f"or None, got {min_area_ratio!r}."
+        )
+    if max_area_ratio is not None and (
+        not isinstance(max_area_ratio, int | float)
+        or isinstance(max_area_ratio, bool)
+        or not 1 < max_area_ratio < float("inf")
+    ):
+        raise ValueError(
+            "max_area_ratio must be a finite number > 1 (stop when the new area > max_area_ratio * the prior's area) "
+            f"or None, got {max_area_ratio!r}."
+        )
+    if max_intensity_shift is not None and (
+        not isinstance(max_intensity_shift, int | float)
+        or isinstance(max_intensity_shift, bool)
+        or not math.isfinite(max_intensity_shift)
+        or max_intensity_shift <= 0
+    ):
+        raise ValueError(
+            "max_intensity_shift must be a finite number > 0 (in the network's input units; ct_window: 1 = 500 HU) or "
+            f"None, got {max_intensity_shift!r}."
+        )
 
 
 def validate_binary(mask: torch.Tensor, name: str) -> torch.Tensor:

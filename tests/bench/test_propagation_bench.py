@@ -89,7 +89,15 @@ def test_network_batch_sizes_match_the_engine_with_early_stops(bench: ModuleType
     for batch_fronts, max_batch_size in ((True, None), (True, 4), (False, None)):
         calls.clear()
         inferer = SlicePropagationInferer(
-            max_empty_slices=1, merge="fusion", divisible_by=1, batch_fronts=batch_fronts, max_batch_size=max_batch_size
+            max_empty_slices=1,
+            merge="fusion",
+            divisible_by=1,
+            batch_fronts=batch_fronts,
+            max_batch_size=max_batch_size,
+            connect_tolerance=None,
+            min_area_ratio=None,
+            max_area_ratio=None,
+            max_intensity_shift=None,
         )
         inferer(inputs, network)
         fronts = inferer.last_results[0].fronts

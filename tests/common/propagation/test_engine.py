@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 from types import SimpleNamespace
 from typing import Any, ClassVar
 
@@ -9,6 +10,14 @@ import torch
 
 from common.propagation import PropagationResult, propagate
 
+#: the behaviour before the continuity filter and the area-ratio stops: only the emptiness stop (and edge / limit)
+LEGACY: dict[str, Any] = {
+    "connect_tolerance": None,
+    "min_area_ratio": None,
+    "max_area_ratio": None,
+    "max_intensity_shift": None,
+}
+
 
 def _full_square(prop: SimpleNamespace) -> torch.Tensor:
     return torch.ones(prop.H, prop.W, dtype=torch.bool)
@@ -17,7 +26,7 @@ def _full_square(prop: SimpleNamespace) -> torch.Tensor:
 def test_recovers_structure_in_both_directions_from_one_middle_slice(prop: SimpleNamespace) -> None:
     gt = prop.ellipsoid()
     oracle = prop.GroundTruthOracle(gt)
-    result = propagate(prop.slice_index_image(), {25: gt[..., 25]}, oracle, max_empty_slices=2)
+    result = propagate(prop.slice_index_image(), {25: gt[..., 25]}, oracle, max_empty_slices=2, **LEGACY)
     assert isinstance(result, PropagationResult)
     assert result.mask.shape == gt.shape
     assert result.mask.dtype == torch.bool
@@ -43,7 +52,7 @@ def test_recovers_structure_in_both_directions_from_one_middle_slice(prop: Simpl
 def test_stops_after_max_empty_slices(prop: SimpleNamespace, max_empty: int | None) -> None:
     gt = prop.ellipsoid()
     oracle = prop.GroundTruthOracle(gt)
-    result = propagate(prop.slice_index_image(), {25: gt[..., 25]}, oracle, max_empty_slices=max_empty)
+    result = propagate(prop.slice_index_image(), {25: gt[..., 25]}, oracle, max_empty_slices=max_empty, **LEGACY)
     # beyond the structure there are D-1-LAST slices above and FIRST slices below
     above, below = prop.D - 1 - prop.LAST, prop.FIRST
     n_up = (prop.LAST - 25) + (above if max_empty is None else min(max_empty, above))
@@ -61,7 +70,7 @@ def test_isolated_empty_slice_does_not_stop_but_consecutive_ones_do(prop: Simple
     image = prop.slice_index_image()
     user = {25: _full_square(prop)}
     oracle = prop.Constant(empty=(30, 33, 34))  # ignores the prior: 30 alone, then 33 + 34 in a row
-    result = propagate(image, user, oracle, max_empty_slices=2)
+    result = propagate(image, user, oracle, max_empty_slices=2, **LEGACY)
     up = next(f for f in result.fronts if f.direction == 1)
     assert up.slices == list(range(26, 35))
     assert up.stop == "empty"
@@ -99,8 +108,8 @@ def test_user_slices_are_never_changed(prop: SimpleNamespace) -> None:
         s: torch.as_tensor(generator.random((prop.H, prop.W)) > 0.6) for s in (0, 12, 13, 30, prop.D - 1)
     }  # random masks the oracle would never predict
     oracle = prop.Constant()  # always predicts the full slice
-    for merge in ("nearest", "overwrite", "fusion"):
-        result = propagate(prop.slice_index_image(), user, oracle, merge=merge)
+    for merge, options in itertools.product(("nearest", "overwrite", "fusion"), (LEGACY, {})):
+        result = propagate(prop.slice_index_image(), user, oracle, merge=merge, **options)
         assert result.probability is not None
         for s, m in user.items():
             assert torch.equal(result.mask[..., s], m), (merge, s)
@@ -108,9 +117,18 @@ def test_user_slices_are_never_changed(prop: SimpleNamespace) -> None:
             assert result.source[s] == s
             assert result.direction[s] == 0
         others = [k for k in range(prop.D) if k not in user]
-        assert result.mask[..., others].all()
+        assert result.mask[..., others].all()  # the full slice overlaps the masks, and is < 3x their area
+        assert not any(f.n_dropped for f in result.fronts)
         assert oracle.slices.count(12) == 0  # user slices are never predicted
         assert 13 not in oracle.slices
+    # with a stricter explosion limit every front stops at once, dropping its slice
+    result = propagate(prop.slice_index_image(), user, oracle, max_area_ratio=1.5)
+    for s, m in user.items():
+        assert torch.equal(result.mask[..., s], m)
+    assert not result.mask[..., [k for k in range(prop.D) if k not in user]].any()
+    assert {(f.stop, f.n_predicted, f.n_dropped) for f in result.fronts if f.n_predicted or f.n_dropped} == {
+        ("area_explosion", 0, 1)
+    }
 
 
 def test_inputs_are_not_modified(prop: SimpleNamespace) -> None:
@@ -140,7 +158,8 @@ def test_prior_is_the_previous_binarised_prediction(prop: SimpleNamespace) -> No
     """A drifting copy network moves the mask one row per slice: each prediction must feed the next."""
     user = torch.zeros(prop.H, prop.W, dtype=torch.bool)
     user[2:6, 3:9] = True
-    result = propagate(prop.slice_index_image(), {20: user}, prop.CopyPrior(shift=1, scale=0.9), max_empty_slices=None)
+    oracle = prop.CopyPrior(shift=1, scale=0.9)
+    result = propagate(prop.slice_index_image(), {20: user}, oracle, max_empty_slices=None, **LEGACY)
     assert result.probability is not None
     for k in range(prop.D):
         expected = torch.roll(user, abs(k - 20), dims=0)
@@ -151,7 +170,7 @@ def test_prior_is_the_previous_binarised_prediction(prop: SimpleNamespace) -> No
 
 def test_sub_threshold_predictions_count_as_empty(prop: SimpleNamespace) -> None:
     oracle = prop.CopyPrior(scale=0.5)  # exactly the threshold: not foreground (strictly greater is needed)
-    result = propagate(prop.slice_index_image(), {20: _full_square(prop)}, oracle, max_empty_slices=3)
+    result = propagate(prop.slice_index_image(), {20: _full_square(prop)}, oracle, max_empty_slices=3, **LEGACY)
     assert result.n_predicted == 6
     assert int(result.mask.sum()) == prop.H * prop.W
     result = propagate(prop.slice_index_image(), {20: _full_square(prop)}, oracle, threshold=0.4)
@@ -265,11 +284,11 @@ def test_host_reads_of_predictions_only_for_the_emptiness_stop(
         return oracle(x.as_subclass(torch.Tensor)).as_subclass(_Watched)
 
     _Watched.reads.clear()
-    result = propagate(prop.slice_index_image(), _three_user_slices(prop), watched, max_empty, merge)
+    result = propagate(prop.slice_index_image(), _three_user_slices(prop), watched, max_empty, merge, **LEGACY)
     assert result.n_calls == oracle.n_calls > 0
     assert _Watched.reads == ([] if max_empty is None else ["tolist"] * result.n_calls)
     reference = prop.GroundTruthOracle(gt)
-    expected = propagate(prop.slice_index_image(), _three_user_slices(prop), reference, max_empty, merge)
+    expected = propagate(prop.slice_index_image(), _three_user_slices(prop), reference, max_empty, merge, **LEGACY)
     assert torch.equal(result.mask, expected.mask)
     assert result.fronts == expected.fronts
 
@@ -299,7 +318,7 @@ def test_predict_fn_receives_exact_image_slices_and_priors(prop: SimpleNamespace
         calls.append((x.clone(), out))
         return out
 
-    result = propagate(image, user, drift, max_empty_slices=None, merge="fusion")
+    result = propagate(image, user, drift, max_empty_slices=None, merge="fusion", **LEGACY)
     assert len(calls) == result.n_calls
     prior = {(f.source, f.direction): user[f.source].to(dtype) for f in result.fronts}
     for step, (x, out) in enumerate(calls):
@@ -335,3 +354,330 @@ def test_no_uninitialised_memory_reaches_the_result(
     assert torch.equal(result.mask, expected.mask)
     assert torch.equal(result.probability, expected.probability)
     assert any(not r.all() for r in result.reached.unbind(1))  # some slices unreached in a direction: zeroed rows
+
+
+# --- continuity filter and area-ratio stops -------------------------------------------------------------------------
+
+SH, SW, SD = 32, 32, 40
+S_FIRST, S_LAST = 8, 30  # the structure: a disc of radius 4 at (10, 10) on slices 8..30
+N_FIRST, N_LAST = 20, 38  # its neighbour: a disc of radius 5 at (10, 23) on slices 20..38, 3 pixels from it
+BRIDGE_FIRST = 26  # with a bridge: a 1-pixel line joins them on slices 26..38
+
+
+def _disc(ci: int, cj: int, r: float) -> torch.Tensor:
+    i = torch.arange(SH).view(-1, 1)
+    j = torch.arange(SW).view(1, -1)
+    return (i - ci) ** 2 + (j - cj) ** 2 <= r**2
+
+
+def _scene(bridge: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bool ``(SH, SW, SD)`` structure and everything a tissue-blind network segments (structure | neighbour)."""
+    k = torch.arange(SD)
+    structure = _disc(10, 10, 4)[..., None] & ((k >= S_FIRST) & (k <= S_LAST))
+    neighbour = _disc(10, 23, 5)[..., None] & ((k >= N_FIRST) & (k <= N_LAST))
+    tissue = structure | neighbour
+    if bridge:
+        tissue[10, 14:19, BRIDGE_FIRST : N_LAST + 1] = True
+    return structure, tissue
+
+
+class _Tissue:
+    """Oracle network that segments all tissue of the slice it is asked for (probability 0.9) when its prior is not
+    empty: it follows the structure onto whatever is next to it. Records the slices it predicted."""
+
+    def __init__(self, tissue: torch.Tensor) -> None:
+        self.tissue = tissue
+        self.slices: list[int] = []
+        self.batch_sizes: list[int] = []
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.batch_sizes.append(int(x.shape[0]))
+        out = []
+        for b in range(x.shape[0]):
+            k = round(float(x[b, 0, 0, 0]))
+            self.slices.append(k)
+            alive = bool((x[b, 1] > 0.5).any())
+            out.append(self.tissue[..., k].float() * 0.9 if alive else torch.zeros(SH, SW))
+        return torch.stack(out)
+
+
+def _image() -> torch.Tensor:
+    return torch.arange(SD, dtype=torch.float32).expand(SH, SW, SD).clone()
+
+
+def _front(result: PropagationResult, source: int, direction: int) -> Any:
+    return next(f for f in result.fronts if (f.source, f.direction) == (source, direction))
+
+
+def test_without_the_filter_the_front_runs_onto_the_neighbour() -> None:
+    structure, tissue = _scene()
+    result = propagate(_image(), {19: structure[..., 19]}, _Tissue(tissue), **LEGACY)
+    assert torch.equal(result.mask[..., 20:39], tissue[..., 20:39])  # the whole neighbour: the leak
+    up = _front(result, 19, 1)
+    assert (up.slices[-1], up.stop) == (SD - 1, "edge")  # 39 is empty, the edge comes first
+
+
+@pytest.mark.parametrize("tolerance", [0, 1, 2, 3])
+def test_the_filter_stops_where_the_structure_ends(tolerance: int) -> None:
+    structure, tissue = _scene()
+    oracle = _Tissue(tissue)
+    result = propagate(_image(), {19: structure[..., 19]}, oracle, connect_tolerance=tolerance)
+    assert torch.equal(result.mask, structure)
+    up, down = _front(result, 19, 1), _front(result, 19, -1)
+    assert (up.slices, up.stop, up.n_dropped) == (list(range(20, 32)), "disconnected", 0)  # 31: only the neighbour
+    assert (down.slices, down.stop) == (list(range(18, 6, -1)), "empty")  # 7: nothing predicted
+    assert sorted(oracle.slices) == [*range(7, 19), *range(20, 32)]
+    assert result.probability is not None
+    assert not result.probability[tissue & ~structure].any()  # the removed neighbour's probability is 0 too
+    assert torch.equal(result.probability > 0.5, result.mask)
+
+
+def test_a_tolerance_wider_than_the_gap_keeps_the_neighbour() -> None:
+    structure, tissue = _scene()
+    user = {19: structure[..., 19]}
+    result = propagate(_image(), user, _Tissue(tissue), connect_tolerance=4, max_area_ratio=None)
+    assert torch.equal(result.mask[..., 20:31], tissue[..., 20:31])  # 3 empty columns: 4 pixels apart
+    assert torch.equal(result.mask[..., 31:39], tissue[..., 31:39])
+    up = _front(result, 19, 1)
+    assert (up.slices[-1], up.stop) == (SD - 1, "empty")  # 39, the last slice, is empty
+
+
+def test_a_bridge_defeats_the_filter_but_not_the_area_explosion_stop() -> None:
+    structure, tissue = _scene(bridge=True)
+    user = {19: structure[..., 19]}
+    leaky = propagate(_image(), user, _Tissue(tissue), max_area_ratio=None)
+    assert torch.equal(leaky.mask[..., BRIDGE_FIRST:39], tissue[..., BRIDGE_FIRST:39])  # across the bridge
+    assert not leaky.mask[..., 20:BRIDGE_FIRST][~structure[..., 20:BRIDGE_FIRST]].any()  # before it: filtered
+    oracle = _Tissue(tissue)
+    result = propagate(_image(), user, oracle, max_area_ratio=2.0)
+    up = _front(result, 19, 1)
+    # area 49 -> 49 + 5 + 81: the slice that crosses the bridge is dropped, the front stops before it
+    assert (up.slices, up.stop, up.n_dropped) == (list(range(20, BRIDGE_FIRST)), "area_explosion", 1)
+    expected = structure.clone()
+    expected[..., BRIDGE_FIRST:] = False
+    assert torch.equal(result.mask, expected)
+    assert result.probability is not None
+    assert not result.probability[..., BRIDGE_FIRST].any()
+    assert result.reached[BRIDGE_FIRST].tolist() == [False, False]
+    assert result.source[BRIDGE_FIRST] == -1
+    assert oracle.slices.count(BRIDGE_FIRST) == 1  # predicted once, then dropped
+    assert result.n_predicted == len(oracle.slices) == up.n_predicted + 1 + _front(result, 19, -1).n_predicted
+
+
+class _Scripted:
+    """Oracle returning fixed masks per slice (empty where none is given), whatever the prior."""
+
+    def __init__(self, masks: dict[int, torch.Tensor], shape: tuple[int, int] = (SH, SW)) -> None:
+        self.masks, self.shape = masks, shape
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        ks = [round(float(x[b, 0, 0, 0])) for b in range(x.shape[0])]
+        return torch.stack([self.masks.get(k, torch.zeros(self.shape, dtype=torch.bool)).float() for k in ks])
+
+
+def _square(side: int, top: int = 4, left: int = 4) -> torch.Tensor:
+    m = torch.zeros(SH, SW, dtype=torch.bool)
+    m[top : top + side, left : left + side] = True
+    return m
+
+
+@pytest.mark.parametrize(
+    ("sides", "lo", "hi", "kept", "stop"),
+    [
+        # side lengths of the squares predicted on slices 11, 12, ... from a 10 x 10 user square on slice 10
+        ((10, 9, 3, 3), 0.2, 3.0, 2, "area_collapse"),  # 81 -> 9 < 0.2 * 81
+        ((10, 9, 3, 3), None, 3.0, 5, "empty"),  # 15 is empty
+        ((10, 9, 5, 5), 0.3, 3.0, 5, "empty"),  # 81 -> 25: 0.31, not below 0.3
+        ((10, 9, 4, 4), 0.2, 3.0, 2, "area_collapse"),  # 81 -> 16 < 0.2 * 81 = 16.2
+        ((6, 6, 11, 11), 0.2, 3.0, 2, "area_explosion"),  # 36 -> 121 > 3 * 36
+        ((6, 6, 11, 11), 0.2, 3.5, 5, "empty"),
+        ((6, 6, 11, 11), 0.2, None, 5, "empty"),
+        ((6, 6, 11, 11, 21), 0.2, 3.5, 4, "area_explosion"),  # 121 -> 441 > 3.5 * 121 on slice 15
+    ],
+)
+def test_area_ratio_stops(sides: tuple[int, ...], lo: float | None, hi: float | None, kept: int, stop: str) -> None:
+    masks = {11 + i: _square(side) for i, side in enumerate(sides)}
+    result = propagate(_image(), {10: _square(10)}, _Scripted(masks), min_area_ratio=lo, max_area_ratio=hi)
+    up = _front(result, 10, 1)
+    assert up.slices == list(range(11, 11 + kept))
+    assert up.stop == stop
+    assert up.n_dropped == (1 if stop.startswith("area") else 0)
+    assert result.probability is not None
+    for k in range(11, SD):
+        empty = torch.zeros(SH, SW, dtype=torch.bool)
+        expected = masks.get(k, empty) if k < 11 + kept else empty
+        assert torch.equal(result.mask[..., k], expected), k
+        assert torch.equal(result.probability[..., k], expected.float()), k
+    assert result.reached[11 : 11 + kept, 0].all()
+    assert not result.reached[11 + kept :, 0].any()  # a dropped slice counts as not reached
+    assert result.n_predicted == up.n_predicted + up.n_dropped + _front(result, 10, -1).n_predicted
+
+
+def test_a_dropped_slice_leaves_it_to_the_other_front_with_overwrite() -> None:
+    """A (given first) and B (given later) with ``"overwrite"``: B's down front explodes at 15; B's result wins where
+    its front got to (19..16), A's result is used on 15 (dropped by B) and below."""
+    a, b = 10, 20
+    mask_a, mask_b = _square(6, top=4), _square(6, top=5)
+
+    def network(x: torch.Tensor) -> torch.Tensor:  # copies A's square; B's too, except an explosion on 15
+        out = []
+        for i in range(x.shape[0]):
+            k, from_a = round(float(x[i, 0, 0, 0])), bool(x[i, 1, 4].any())
+            out.append(mask_a if from_a else (_square(16, top=5) if k == 15 else mask_b))
+        return torch.stack(out).float()
+
+    result = propagate(_image(), {a: mask_a, b: mask_b}, network, merge="overwrite")
+    down_b, up_a = _front(result, b, -1), _front(result, a, 1)
+    assert (down_b.slices, down_b.stop, down_b.n_dropped) == ([19, 18, 17, 16], "area_explosion", 1)
+    assert (up_a.slices, up_a.stop, up_a.n_dropped) == (list(range(11, 20)), "limit", 0)
+    assert result.source[11:16] == (a,) * 5
+    assert result.source[16:20] == (b,) * 4
+    assert all(torch.equal(result.mask[..., k], mask_a) for k in range(11, 16))
+    assert all(torch.equal(result.mask[..., k], mask_b) for k in range(16, 20))
+
+
+def test_islands_are_removed_and_the_filtered_mask_is_the_next_prior() -> None:
+    """The network adds a far island to whatever it gets: the prior it receives never contains an island."""
+    user = _square(6)
+    island = _square(3, top=25, left=25)
+    priors: list[torch.Tensor] = []
+
+    def with_island(x: torch.Tensor) -> torch.Tensor:
+        priors.extend(x[:, 1].clone())
+        return ((x[:, 1] > 0.5) | island).float()
+
+    result = propagate(_image(), {20: user}, with_island, max_empty_slices=None, max_area_ratio=None)
+    assert torch.equal(result.mask, user[..., None].expand(SH, SW, SD))
+    assert all(torch.equal(p, user.float()) for p in priors)
+    legacy = propagate(_image(), {20: user}, with_island, **LEGACY)
+    assert torch.equal(legacy.mask[..., 21], user | island)
+
+
+@pytest.mark.parametrize("merge", ["nearest", "overwrite", "fusion"])
+@pytest.mark.parametrize("bridge", [False, True])
+def test_batched_and_sequential_fronts_identical_with_the_new_stops(merge: str, bridge: bool) -> None:
+    structure, tissue = _scene(bridge=bridge)
+    user = {12: structure[..., 12], 19: structure[..., 19], 27: structure[..., 27]}
+    runs = []
+    for kwargs in ({"batch_fronts": True}, {"batch_fronts": False}, {"max_batch_size": 4}):
+        oracle = _Tissue(tissue)
+        runs.append((propagate(_image(), user, oracle, merge=merge, max_area_ratio=2.0, **kwargs), oracle))
+    (a, oracle_a), *others = runs
+    for b, oracle_b in others:
+        assert a.probability is not None
+        assert b.probability is not None
+        assert torch.equal(a.mask, b.mask)
+        assert torch.equal(a.probability, b.probability)
+        assert a.fronts == b.fronts
+        assert a.source == b.source
+        assert sorted(oracle_a.slices) == sorted(oracle_b.slices)
+    stops = {f.stop for f in a.fronts}
+    assert stops >= ({"area_explosion"} if bridge else {"disconnected"})
+    assert set(runs[1][1].batch_sizes) == {1}
+    assert max(oracle_a.batch_sizes) == 6
+    assert not a.mask[~structure].any()  # nothing outside the structure survives, whatever the merge rule
+
+
+def test_flood_fill_and_scipy_give_the_same_propagation(monkeypatch: pytest.MonkeyPatch) -> None:
+    import common.propagation.engine as engine_module
+    from common.propagation.continuity import connected_to_prior
+
+    structure, tissue = _scene()
+    user = {19: structure[..., 19], 12: structure[..., 12]}
+    expected = propagate(_image(), user, _Tissue(tissue), connect_tolerance=1, merge="fusion")
+    methods: list[str] = []
+
+    def flood(foreground: torch.Tensor, prior: torch.Tensor, tolerance: int) -> torch.Tensor:
+        methods.append("flood")
+        return connected_to_prior(foreground, prior, tolerance, method="flood")
+
+    monkeypatch.setattr(engine_module, "connected_to_prior", flood)
+    result = propagate(_image(), user, _Tissue(tissue), connect_tolerance=1, merge="fusion")
+    assert methods
+    assert expected.probability is not None
+    assert result.probability is not None
+    assert torch.equal(result.mask, expected.mask)
+    assert torch.equal(result.probability, expected.probability)
+    assert result.fronts == expected.fronts
+
+
+def test_with_the_filter_the_first_empty_slice_stops_whatever_max_empty_slices() -> None:
+    """Nothing can connect to an empty prior: the same output as the legacy rule, fewer predictions."""
+    gt = _scene()[0]
+    for max_empty in (1, 2, 5, None):
+        result = propagate(_image(), {19: gt[..., 19]}, _Tissue(gt), max_empty_slices=max_empty)
+        assert torch.equal(result.mask, gt)
+        assert {(f.direction, f.stop, f.slices[-1]) for f in result.fronts} == {(1, "empty", 31), (-1, "empty", 7)}
+
+
+@pytest.mark.parametrize("max_empty", [None, 2])
+def test_host_reads_with_the_continuity_filter(
+    prop: SimpleNamespace, monkeypatch: pytest.MonkeyPatch, max_empty: int | None
+) -> None:
+    """With the torch flood fill (the GPU path) a step reads back the flood fill's convergence once (the seeds cover
+    almost all of each new slice) and the stop numbers of all fronts once: two host syncs per step."""
+    import common.propagation.engine as engine_module
+    from common.propagation.continuity import connected_to_prior
+
+    def flood(foreground: torch.Tensor, prior: torch.Tensor, tolerance: int) -> torch.Tensor:
+        return connected_to_prior(foreground, prior, tolerance, method="flood")
+
+    monkeypatch.setattr(engine_module, "connected_to_prior", flood)
+    gt = prop.ellipsoid()
+    oracle = prop.GroundTruthOracle(gt)
+
+    def watched(x: torch.Tensor) -> torch.Tensor:
+        return oracle(x.as_subclass(torch.Tensor)).as_subclass(_Watched)
+
+    _Watched.reads.clear()
+    result = propagate(prop.slice_index_image(), _three_user_slices(prop), watched, max_empty)
+    assert result.n_calls == oracle.n_calls > 0
+    assert _Watched.reads == ["equal", "tolist"] * result.n_calls
+    assert torch.equal(result.mask, gt)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"connect_tolerance": -1}, "connect_tolerance must be an integer >= 0"),
+        ({"connect_tolerance": 1.5}, "connect_tolerance must be an integer >= 0"),
+        ({"connect_tolerance": True}, "connect_tolerance must be an integer"),
+        ({"min_area_ratio": 0}, r"min_area_ratio must be a number in \(0, 1\)"),
+        ({"min_area_ratio": 1.0}, r"min_area_ratio must be a number in \(0, 1\)"),
+        ({"min_area_ratio": float("nan")}, "min_area_ratio must be a number"),
+        ({"min_area_ratio": "0.2"}, "min_area_ratio must be a number"),
+        ({"max_area_ratio": 1.0}, "max_area_ratio must be a finite number > 1"),
+        ({"max_area_ratio": float("inf")}, "max_area_ratio must be a finite number > 1"),
+        ({"max_area_ratio": False}, "max_area_ratio must be a finite number > 1"),
+    ],
+)
+def test_bad_continuity_options(prop: SimpleNamespace, kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        propagate(prop.slice_index_image(), {20: _full_square(prop)}, prop.CopyPrior(), **kwargs)  # type: ignore[arg-type]
+
+
+def test_intensity_shift_stops_a_front_that_slides_onto_another_tissue() -> None:
+    """A tube of intensity 1.0 (slices 0..9) touches a blob of intensity 0.3 (slices 10..19) of the same outline:
+    an oracle that segments "whatever touches the prior" runs on into the blob unless the intensity rule stops it."""
+    from common.propagation import propagate
+
+    h = w = 16
+    image = torch.zeros((h, w, 20))
+    image[4:12, 4:12, :10] = 1.0
+    image[4:12, 4:12, 10:] = 0.3
+    truth = image > 0
+
+    def oracle(x: torch.Tensor) -> torch.Tensor:  # foreground = bright or mid tissue under the prior's box
+        return (x[:, 0] > 0.1).float()
+
+    user = {5: truth[..., 5]}
+    off = propagate(image, user, oracle, connect_tolerance=None, min_area_ratio=None, max_area_ratio=None,
+                    max_intensity_shift=None)  # fmt: skip
+    assert off.mask[..., 10:].any()  # the leak
+    on = propagate(image, user, oracle, max_intensity_shift=0.2)
+    assert not on.mask[..., 10:].any()
+    assert on.mask[..., :10].all(dim=-1)[4:12, 4:12].all()
+    up = next(f for f in on.fronts if f.direction == 1)
+    assert (up.stop, up.n_predicted, up.n_dropped) == ("intensity_shift", 4, 1)  # slices 6..9 kept, 10 dropped
+    with pytest.raises(ValueError, match="max_intensity_shift"):
+        propagate(image, user, oracle, max_intensity_shift=0.0)

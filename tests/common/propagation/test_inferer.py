@@ -311,3 +311,95 @@ def test_batch_fronts_default_is_sequential_on_cpu() -> None:
     calls.clear()
     SlicePropagationInferer(divisible_by=1, max_empty_slices=None, batch_fronts=True)(image, net)
     assert max(calls) > 1
+
+
+class IslandNet(CopyPriorNet):
+    """Copies the prior and adds a 1-pixel island in the last row's first pixel of every slice."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x).clone()
+        out[:, 1, -1, 0] = GAIN
+        return out
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_islands_are_removed_by_default_and_kept_without_the_filter(axis: int) -> None:
+    plane = _plane(axis)
+    user = _slice_mask(plane)  # rows 1 .. h-4: the island (row h-1, column 0) is 4 pixels away
+    k = SHAPE[axis] // 2
+    inputs = _inputs(axis, {k: user})
+    inferer = SlicePropagationInferer(axis=axis, divisible_by=1)
+    out = inferer(inputs, IslandNet())
+    for i in range(SHAPE[axis]):
+        assert torch.equal(_plain(out[0, 0][_index(axis, i)]), user.float()), i
+    assert {f.stop for f in inferer.last_results[0].fronts} <= {"edge"}
+    with_island = user.clone()
+    with_island[-1, 0] = True
+    for tolerance in (None, 4):
+        out = SlicePropagationInferer(axis=axis, divisible_by=1, connect_tolerance=tolerance)(inputs, IslandNet())
+        for i in range(SHAPE[axis]):
+            assert torch.equal(_plain(out[0, 0][_index(axis, i)]), (user if i == k else with_island).float()), i
+
+
+def test_area_ratio_stop_is_recorded_and_the_slice_dropped() -> None:
+    """A network that doubles the mask's height each slice stops at once with ``max_area_ratio=1.5``."""
+
+    def growing(x: torch.Tensor) -> torch.Tensor:
+        prior = x[:, 1]
+        grown = prior.clone()
+        grown[:, : prior.shape[1] // 2] = torch.maximum(grown[:, : prior.shape[1] // 2], prior[:, 1:].amax(1, True))
+        fg = grown * 20 - 10
+        return torch.stack((torch.zeros_like(fg), fg), dim=1)
+
+    user = torch.zeros(_plane(2), dtype=torch.bool)
+    user[2:4, 3:6] = True
+    inputs = _inputs(2, {5: user})
+    inferer = SlicePropagationInferer(divisible_by=1, max_area_ratio=1.5)
+    out = inferer(inputs, growing)
+    fronts = inferer.last_results[0].fronts
+    assert {(f.direction, f.n_predicted, f.n_dropped, f.stop) for f in fronts} == {
+        (-1, 0, 1, "area_explosion"),
+        (1, 0, 1, "area_explosion"),
+    }
+    assert torch.equal(_plain(out[0, 0, ..., 5]), user.float())
+    assert not out[0, 0, ..., [k for k in range(SHAPE[2]) if k != 5]].any()
+    legacy = SlicePropagationInferer(divisible_by=1, max_area_ratio=None)(inputs, growing)
+    assert legacy[0, 0, ..., 4].sum() > 2 * user.sum()
+
+
+def test_defaults_and_legacy_settings() -> None:
+    from common.propagation.engine import DEFAULT_CONNECT_TOLERANCE, DEFAULT_MAX_AREA_RATIO, DEFAULT_MIN_AREA_RATIO
+
+    inferer = SlicePropagationInferer()
+    assert inferer.connect_tolerance == DEFAULT_CONNECT_TOLERANCE
+    assert inferer.min_area_ratio == DEFAULT_MIN_AREA_RATIO
+    assert inferer.max_area_ratio == DEFAULT_MAX_AREA_RATIO
+    legacy = SlicePropagationInferer(divisible_by=1, connect_tolerance=None, min_area_ratio=None, max_area_ratio=None)
+    inputs = _inputs(2, {5: _slice_mask(_plane(2))})
+    out = legacy(inputs, IslandNet())
+    assert out[0, 0, -1, 0, 4:7].tolist() == [1.0, 0.0, 1.0]  # islands kept next to the user slice
+    with pytest.raises(TypeError):
+        SlicePropagationInferer(2, 2, "nearest", 0.5, 16, True, False, None, None, "constant", 3)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"connect_tolerance": -1}, "connect_tolerance must be an integer >= 0"),
+        ({"connect_tolerance": 2.0}, "connect_tolerance must be an integer >= 0"),
+        ({"min_area_ratio": 1.5}, r"min_area_ratio must be a number in \(0, 1\)"),
+        ({"max_area_ratio": 0.5}, "max_area_ratio must be a finite number > 1"),
+        ({"threshold": 1.5}, "threshold must be a number in"),
+        ({"max_empty_slices": 0}, "max_empty_slices must be an integer >= 1"),
+    ],
+)
+def test_bad_propagation_options_fail_at_construction(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        SlicePropagationInferer(**kwargs)
+
+
+def test_options_changed_after_construction_are_checked_per_call() -> None:
+    inferer = SlicePropagationInferer()
+    inferer.max_area_ratio = 1.0
+    with pytest.raises(ValueError, match="max_area_ratio must be a finite number > 1"):
+        inferer(_inputs(2, {5: _slice_mask(_plane(2))}), CopyPriorNet())

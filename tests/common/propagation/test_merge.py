@@ -122,7 +122,9 @@ def test_overwrite_later_user_slice_wins_the_gap(prop: SimpleNamespace, order: t
 
 
 def test_overwrite_keeps_earlier_result_beyond_where_the_later_front_stopped(prop: SimpleNamespace) -> None:
-    result = propagate(_image(prop), {A: MA, B: MB}, _lossy(prop), merge="overwrite", max_empty_slices=2)
+    result = propagate(  # the legacy emptiness rule alone (no continuity filter, no other stops)
+        _image(prop), {A: MA, B: MB}, _lossy(prop), merge="overwrite", max_empty_slices=2, connect_tolerance=None
+    )
     down_b = next(f for f in result.fronts if (f.source, f.direction) == (B, -1))
     assert down_b.slices == [19, 18, 17, 16, 15, 14, 13, 12]
     assert down_b.stop == "empty"

@@ -179,6 +179,42 @@ def test_validate_propagation_options(options: tuple[Any, Any, Any], match: str 
             validate_propagation_options(*options)
 
 
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"connect_tolerance": None, "min_area_ratio": None, "max_area_ratio": None}, None),
+        ({"connect_tolerance": 0, "min_area_ratio": 0.01, "max_area_ratio": 1.01}, None),
+        ({"connect_tolerance": 100, "min_area_ratio": 0.999, "max_area_ratio": 1e6}, None),
+        ({"min_area_ratio": np.float64(0.2), "max_area_ratio": 3}, None),
+        ({"connect_tolerance": -1}, r"connect_tolerance must be an integer >= 0 .* got -1\."),
+        ({"connect_tolerance": 1.0}, r"connect_tolerance must be an integer >= 0 .* got 1\.0\."),
+        ({"connect_tolerance": False}, "connect_tolerance must be an integer >= 0"),
+        ({"connect_tolerance": "2"}, "connect_tolerance must be an integer >= 0"),
+        ({"min_area_ratio": 0.0}, r"min_area_ratio must be a number in \(0, 1\) .* got 0\.0\."),
+        ({"min_area_ratio": 1}, r"min_area_ratio must be a number in \(0, 1\)"),
+        ({"min_area_ratio": -0.5}, r"min_area_ratio must be a number in \(0, 1\)"),
+        ({"min_area_ratio": float("nan")}, r"min_area_ratio must be a number in \(0, 1\)"),
+        ({"min_area_ratio": True}, r"min_area_ratio must be a number in \(0, 1\)"),
+        ({"max_area_ratio": 1}, r"max_area_ratio must be a finite number > 1 .* got 1\."),
+        ({"max_area_ratio": 0.5}, "max_area_ratio must be a finite number > 1"),
+        ({"max_area_ratio": float("inf")}, "max_area_ratio must be a finite number > 1"),
+        ({"max_area_ratio": float("nan")}, "max_area_ratio must be a finite number > 1"),
+        ({"max_area_ratio": [3.0]}, "max_area_ratio must be a finite number > 1"),
+    ],
+)
+def test_validate_continuity_options(options: dict[str, Any], match: str | None) -> None:
+    if match is None:
+        validate_propagation_options(0.5, 2, None, **options)
+    else:
+        with pytest.raises(ValueError, match=match):
+            validate_propagation_options(0.5, 2, None, **options)
+
+
+def test_continuity_options_are_keyword_only() -> None:
+    with pytest.raises(TypeError):
+        validate_propagation_options(0.5, 2, None, 1)  # type: ignore[misc]
+
+
 def _annotation_volume(dtype: torch.dtype) -> torch.Tensor:
     vol = torch.zeros(SHAPE, dtype=dtype)
     vol[2:6, 1:4, 1] = 1
