@@ -43,8 +43,9 @@ synchronisation between parts slows a GPU down).
   between clicks (the bundle's ``inference.json`` moves it there before the click transforms):
   ``ClickMapsd`` (clicks checked on the host, the click map made on the image's device) + ``AddGuidanced``
   (guidance rendered there), :class:`common.clicks.ClickInferer`, threshold, mask back to the host;
-- ``functional``: the :class:`common.clicks.ClickAdapter` path: ``click_map_from_points`` on the device,
-  ``render_guidance``, concatenated with the image, then the same inferer, threshold and mask to the host;
+- ``functional``: the functional path (what the click evaluation adapter ran before the bundle pipeline):
+  ``click_map_from_points`` on the device, ``render_guidance``, concatenated with the image, then the same inferer,
+  threshold and mask to the host;
 - ``upload``: moving the image from the host to the device, paid once per image (reported, not part of the ratios).
 
 Reported: median and 90th percentile over ``--repeats`` interleaved rounds after ``--latency-warmup``, the ratios

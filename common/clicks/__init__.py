@@ -6,7 +6,6 @@ Config-facing names, e.g. ``"_target_": "common.clicks.BatchedClickInteraction"`
 
 from __future__ import annotations
 
-from common.clicks.adapter import ClickAdapter
 from common.clicks.inferer import ClickInferer
 from common.clicks.sampling import training_samplers, validation_samplers
 from common.clicks.training import SCHEDULES, BatchedClickInteraction, binarize_logits, click_probabilities
@@ -14,7 +13,6 @@ from common.clicks.training import SCHEDULES, BatchedClickInteraction, binarize_
 __all__ = [
     "SCHEDULES",
     "BatchedClickInteraction",
-    "ClickAdapter",
     "ClickInferer",
     "binarize_logits",
     "click_probabilities",

@@ -12,6 +12,7 @@ from common._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from common.evaluation.baselines import IntensityRegionGrowAdapter
+    from common.evaluation.bundle_adapter import BundleAdapter
     from common.evaluation.cases import CaseInfo, EvalCase, load_eval_cases
     from common.evaluation.loop import RESULT_FILES, EvaluationResult, ModelAdapter, run_interactive_evaluation
     from common.evaluation.metrics import METRIC_NAMES, dice, evaluate_all, hd95, mean_surface_distance
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "METRIC_NAMES",
     "RESULT_FILES",
+    "BundleAdapter",
     "CaseInfo",
     "EvalCase",
     "EvaluationResult",
@@ -41,6 +43,7 @@ __all__ = [
 
 _SOURCES = {
     "IntensityRegionGrowAdapter": "baselines",
+    "BundleAdapter": "bundle_adapter",
     "CaseInfo": "cases",
     "EvalCase": "cases",
     "load_eval_cases": "cases",

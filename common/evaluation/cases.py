@@ -32,6 +32,7 @@ class CaseInfo:
         group: ``"seen"`` or ``"unseen"`` (structure held out of training).
         affine: ``(4, 4)`` voxel-to-world affine of the image.
         meta: remaining keys of the sample dict (e.g. ``"axis"``, ``"slice"``), untouched.
+        image_path: the image file (what a viewer's request names), ``""`` if the image was not read from a file.
     """
 
     case_id: str
@@ -41,6 +42,7 @@ class CaseInfo:
     group: str
     affine: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
+    image_path: str = ""
 
 
 @dataclass
@@ -61,6 +63,7 @@ class EvalCase:
         group: ``"seen"`` or ``"unseen"``.
         affine: ``(4, 4)`` voxel-to-world affine of the image.
         meta: remaining keys of the sample dict (e.g. ``"axis"``, ``"slice"``).
+        image_path: the image file, ``""`` if the image was not read from a file.
     """
 
     case_id: str
@@ -72,6 +75,7 @@ class EvalCase:
     group: str
     affine: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
+    image_path: str = ""
 
     @property
     def info(self) -> CaseInfo:
@@ -84,6 +88,7 @@ class EvalCase:
             group=self.group,
             affine=self.affine,
             meta=dict(self.meta),
+            image_path=self.image_path,
         )
 
 
@@ -177,4 +182,5 @@ def load_eval_cases(samples: Iterable[Mapping[str, Any]]) -> Iterator[EvalCase]:
             group=str(sample["group"]),
             affine=image_affine.copy(),
             meta=meta,
+            image_path=str(image_path),
         )

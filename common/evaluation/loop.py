@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from common.data.geometry import axial_axis
 from common.evaluation.cases import CaseInfo, EvalCase
 from common.evaluation.metrics import evaluate_all
 from common.evaluation.plots import plot_metric_curves
@@ -147,7 +148,9 @@ def run_interactive_evaluation(
 ) -> EvaluationResult:
     """Evaluate ``adapter`` with a simulated user for ``n_rounds`` interaction rounds on every case.
 
-    Per case and structure: ``robot.reset``; the state starts empty and the prediction all zeros; then for round
+    Per case and structure: ``robot.reset`` (with the case's affine, from which slice-wise robots find the stored
+    axial axis); the state starts empty (its ``axis`` the robot's slice axis) and the prediction all zeros; then for
+    round
     ``r = 1..n_rounds``: ``state = robot.next_interaction(label, prediction, state)``, ``prediction =
     adapter(image, state, case.info)`` (timed), and Dice / HD95 / MSD of the prediction are recorded. When the
     robot returns ``None`` (nothing left to correct) the user has stopped: the remaining rounds are recorded
@@ -192,8 +195,8 @@ def run_interactive_evaluation(
         seen_pairs.add(pair)
         if callable(reset_adapter):
             reset_adapter(case.info)
-        robot.reset(case.image, case.label, case.spacing)
-        state = InteractionState(axis=2)
+        robot.reset(case.image, case.label, case.spacing, affine=case.affine)
+        state = InteractionState(axis=int(getattr(robot, "slice_axis", axial_axis(case.affine))))
         prediction = np.zeros(case.label.shape, dtype=np.uint8)
         last: dict[str, float] | None = None
         stopped_round: int | None = None

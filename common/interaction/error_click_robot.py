@@ -17,8 +17,8 @@ logger = logging.getLogger(__name__)
 
 
 class ErrorClickRobot(RobotUser):
-    """Clicks where the training simulation would click (METHODS.md CLICK, "automated testing uses the same click
-    simulator as training").
+    """Clicks where the training simulation would click: DeepGrow's automated testing uses the same click simulator as
+    training (Sakinis et al., arXiv:1903.08205, 2019).
 
     Each round: false negatives and false positives of the current prediction; a foreground click if the FN area is
     at least the FP area, else a background click; the voxel drawn with probability ``~ exp(d) - 1`` (``d`` the
@@ -34,7 +34,8 @@ class ErrorClickRobot(RobotUser):
 
     Args:
         per_slice: click on each slice of the structure (2D models) or once in the volume (3D models).
-        axis: slice axis of the ``(H, W, D)`` arrays (2 = k).
+        axis: slice axis of the ``(H, W, D)`` arrays as stored; ``None`` (default): the axial axis of each case, found
+            from its affine (2 without an affine).
         seed: seed of the draws.
 
     Example:
@@ -47,23 +48,25 @@ class ErrorClickRobot(RobotUser):
 
     name = "error_click"
 
-    def __init__(self, per_slice: bool = True, axis: int = 2, seed: int = 0) -> None:
+    def __init__(self, per_slice: bool = True, axis: int | None = None, seed: int = 0) -> None:
         super().__init__()
-        if axis not in (0, 1, 2):
-            raise ValueError(f"axis must be 0, 1 or 2, got {axis!r}")
+        if axis is not None and (isinstance(axis, bool) or axis not in (0, 1, 2)):
+            raise ValueError(f"axis must be 0, 1, 2 or None (the axial axis), got {axis!r}")
         self.per_slice = bool(per_slice)
         self.axis = axis
+        self.slice_axis = 2 if axis is None else axis
         self.seed = int(seed)
         self._rng = np.random.default_rng(self.seed)
 
-    def reset(self, image: np.ndarray, label: np.ndarray, spacing: Any) -> None:
-        """Store the case (see :meth:`RobotUser.reset`) and re-seed the draws."""
-        super().reset(image, label, spacing)
+    def reset(self, image: np.ndarray, label: np.ndarray, spacing: Any, affine: np.ndarray | None = None) -> None:
+        """Store the case (see :meth:`RobotUser.reset`), find its slice axis and re-seed the draws."""
+        super().reset(image, label, spacing, affine)
+        self.slice_axis = self.resolve_axis(self.axis)
         self._rng = np.random.default_rng(self.seed)
 
     def config(self) -> dict[str, Any]:
-        """Name and parameters (without the generator)."""
-        return {k: v for k, v in super().config().items() if k != "_rng"}
+        """Name and parameters (without the generator and the per-case slice axis)."""
+        return {k: v for k, v in super().config().items() if k not in ("_rng", "slice_axis")}
 
     def next_interaction(
         self, label: np.ndarray, prediction: np.ndarray, state: InteractionState
@@ -85,7 +88,7 @@ class ErrorClickRobot(RobotUser):
                 f"label {lab.shape} and prediction {pred.shape} must match the case given to reset() {self.label.shape}"
             )
         if self.per_slice and lab.ndim == 3:
-            lab_s, pred_s = np.moveaxis(lab, self.axis, 0), np.moveaxis(pred, self.axis, 0)
+            lab_s, pred_s = np.moveaxis(lab, self.slice_axis, 0), np.moveaxis(pred, self.slice_axis, 0)
             slices = np.flatnonzero(lab_s.reshape(lab_s.shape[0], -1).any(axis=1))
             batch_lab, batch_pred = lab_s[slices][:, None], pred_s[slices][:, None]
         else:
@@ -107,7 +110,7 @@ class ErrorClickRobot(RobotUser):
         for row in np.flatnonzero(valid):
             point = [int(v) for v in coords[row]]
             if self.per_slice and lab.ndim == 3:
-                point.insert(self.axis, int(slices[row]))
+                point.insert(self.slice_axis, int(slices[row]))
             if bool(clicks.positive[row]):
                 new.foreground.append(tuple(point))
                 n_fg += 1

@@ -50,6 +50,8 @@ class RobotUser(ABC):
         image: the ``(H, W[, D])`` image of the current case (after :meth:`reset`).
         label: its binary ground truth, bool, same shape.
         spacing: voxel size in mm along each array axis.
+        affine: the ``(4, 4)`` voxel-to-world affine of the case (``None`` if not given): slice-wise robots find the
+            axial axis of the stored array from it.
     """
 
     name: str = "robot"
@@ -58,17 +60,21 @@ class RobotUser(ABC):
         self.image: np.ndarray | None = None
         self.label: np.ndarray | None = None
         self.spacing: tuple[float, ...] = ()
+        self.affine: np.ndarray | None = None
 
-    def reset(self, image: np.ndarray, label: np.ndarray, spacing: Sequence[float]) -> None:
+    def reset(
+        self, image: np.ndarray, label: np.ndarray, spacing: Sequence[float], affine: np.ndarray | None = None
+    ) -> None:
         """Start a new case/structure.
 
         Args:
             image: image array, shape ``(H, W[, D])``.
             label: binary ground truth of the structure, same shape (values > 0 are foreground).
             spacing: voxel size in mm along each array axis, ``len(spacing) == label.ndim``.
+            affine: ``(4, 4)`` voxel-to-world affine of the image as stored (3D only), or ``None``.
 
         Raises:
-            ValueError: shape mismatch, unsupported dimensionality or a bad spacing.
+            ValueError: shape mismatch, unsupported dimensionality, a bad spacing or a bad affine.
         """
         lab = np.asarray(label)
         img = np.asarray(image)
@@ -79,9 +85,22 @@ class RobotUser(ABC):
         sp = tuple(float(s) for s in spacing)
         if len(sp) != lab.ndim or not all(math.isfinite(s) and s > 0 for s in sp):
             raise ValueError(f"spacing must hold {lab.ndim} finite values > 0 (mm), got {tuple(spacing)}.")
+        if affine is not None:
+            aff = np.asarray(affine, dtype=np.float64)
+            if aff.shape != (4, 4) or not np.isfinite(aff).all():
+                raise ValueError(f"affine must be a finite (4, 4) array, got shape {aff.shape}.")
+            affine = aff
         self.image = img
         self.label = lab > 0
         self.spacing = sp
+        self.affine = affine
+
+    def resolve_axis(self, axis: int | None) -> int:
+        """The slice axis to use for the current case: ``axis`` if given, else the stored array axis that runs
+        I-S in the case's affine (2 when the case has no affine)."""
+        from common.data.geometry import axial_axis
+
+        return axis if axis is not None else axial_axis(self.affine)
 
     @abstractmethod
     def next_interaction(
@@ -101,5 +120,5 @@ class RobotUser(ABC):
 
     def config(self) -> dict[str, Any]:
         """JSON-serialisable description of the robot (name and parameters), written next to results."""
-        params = {k: v for k, v in vars(self).items() if k not in ("image", "label", "spacing")}
+        params = {k: v for k, v in vars(self).items() if k not in ("image", "label", "spacing", "affine")}
         return {"name": self.name, "class": type(self).__name__, **params}

@@ -64,34 +64,39 @@ class SliceCorrectionRobot(RobotUser):
 
     Args:
         step_fraction: correction step as a fraction of the structure's extent (0.1 in the thesis).
-        axis: slice axis of the stored array (2 = axial for RAS-stored volumes).
+        axis: slice axis of the stored array; ``None`` (default): the axial axis of each case, found from its affine
+            (the array axis that runs I-S, whatever order the volume was stored in; 2 without an affine).
 
     Raises:
-        ValueError: ``step_fraction`` outside (0, 1] or ``axis`` not 0, 1 or 2.
+        ValueError: ``step_fraction`` outside (0, 1] or ``axis`` not 0, 1, 2 or None.
     """
 
     name = "slice_correction"
 
-    def __init__(self, step_fraction: float = 0.1, axis: int = 2) -> None:
+    def __init__(self, step_fraction: float = 0.1, axis: int | None = None) -> None:
         super().__init__()
         if not 0.0 < step_fraction <= 1.0:
             raise ValueError(f"step_fraction must lie in (0, 1], got {step_fraction}")
-        if isinstance(axis, bool) or axis not in (0, 1, 2):
-            raise ValueError(f"axis must be 0, 1 or 2 (an axis of the (H, W, D) volume), got {axis!r}")
+        if axis is not None and (isinstance(axis, bool) or axis not in (0, 1, 2)):
+            raise ValueError(f"axis must be 0, 1, 2 (an axis of the (H, W, D) volume) or None, got {axis!r}")
         self.step_fraction = step_fraction
         self.axis = axis
+        self.slice_axis = 2 if axis is None else axis
         self._schedule: list[int] = []
 
     def config(self) -> dict[str, Any]:
         """Name and parameters (the per-case schedule excluded)."""
         return {"name": self.name, "class": type(self).__name__, "step_fraction": self.step_fraction, "axis": self.axis}
 
-    def reset(self, image: np.ndarray, label: np.ndarray, spacing: Sequence[float]) -> None:
-        """Store the case and compute its correction schedule (see :meth:`RobotUser.reset`)."""
-        super().reset(image, label, spacing)
+    def reset(
+        self, image: np.ndarray, label: np.ndarray, spacing: Sequence[float], affine: np.ndarray | None = None
+    ) -> None:
+        """Store the case, find its slice axis and compute its correction schedule (see :meth:`RobotUser.reset`)."""
+        super().reset(image, label, spacing, affine)
         if np.asarray(label).ndim != 3:
             raise ValueError(f"slice corrections need a 3D label (H, W, D), got shape {np.asarray(label).shape}")
-        self._schedule = correction_schedule(label, self.axis, self.step_fraction)
+        self.slice_axis = self.resolve_axis(self.axis)
+        self._schedule = correction_schedule(label, self.slice_axis, self.step_fraction)
 
     def next_interaction(
         self, label: np.ndarray, prediction: np.ndarray, state: InteractionState
@@ -107,9 +112,13 @@ class SliceCorrectionRobot(RobotUser):
             return None
         k = remaining[0]
         new = state.copy()
-        new.axis = self.axis
-        new.slices[k] = np.take(lab, k, axis=self.axis).astype(np.uint8)
+        if new.slices and new.axis != self.slice_axis:
+            raise ValueError(
+                f"the state's slices lie along axis {new.axis}, this case's slice axis is {self.slice_axis}"
+            )
+        new.axis = self.slice_axis
+        new.slices[k] = np.take(lab, k, axis=self.slice_axis).astype(np.uint8)
         new.n_interactions += 1
-        new.history.append({"type": "slice", "slice": k, "axis": self.axis, "voxels": int(new.slices[k].sum())})
+        new.history.append({"type": "slice", "slice": k, "axis": self.slice_axis, "voxels": int(new.slices[k].sum())})
         logger.debug("annotated slice %d (%d voxels)", k, int(new.slices[k].sum()))
         return new

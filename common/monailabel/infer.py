@@ -26,9 +26,10 @@ from typing import Any
 import numpy as np
 from monai.bundle import ConfigParser
 from monai.inferers import Inferer
-from monai.transforms import Compose, SaveImaged, SqueezeDimd
+from monai.transforms import SqueezeDimd
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
+from common.bundle.pipeline import transforms_of, without_writers
 from common.monailabel.bundles import ServedBundle
 
 __all__ = ["BundleInteractionInferTask", "bundle_labels", "load_bundle_config"]
@@ -107,13 +108,25 @@ class BundleInteractionInferTask(BasicInferTask):
         info.update(version=self.version, kind=self.bundle.kind.name, weights=self.get_path())
         return info
 
-    @staticmethod
-    def _transforms(compose: Any) -> list[Callable[..., Any]]:
-        return list(compose.transforms) if isinstance(compose, Compose) else list(compose)
-
     def pre_transforms(self, data: Any = None) -> Sequence[Callable[..., Any]]:
         """The bundle's ``preprocessing`` transforms (run one by one by MONAI Label)."""
-        return self._transforms(self._preprocessing)
+        return transforms_of(self._preprocessing)
+
+    def run_pre_transforms(self, data: dict[str, Any], transforms: Any) -> dict[str, Any]:
+        """MONAI Label's pre-processing run, with plain ``image_*`` request entries set aside meanwhile.
+
+        MONAI's ``Spacingd`` updates every ``<key>_*`` entry of the data as a meta-data dict after resampling ``<key>``;
+        MONAI Label keeps the image's path as the string ``image_path`` (which its writer needs later), so the
+        bundle's resampling would fail on it. Such entries are removed while the transforms run and put back after.
+        """
+        prefix = f"{self.input_key}_"
+        aside = {k: data.pop(k) for k in list(data) if str(k).startswith(prefix) and not isinstance(data[k], dict)}
+        try:
+            out: dict[str, Any] = super().run_pre_transforms(data, transforms)
+        finally:
+            data.update(aside)
+        out.update(aside)
+        return out
 
     def inferer(self, data: Any = None) -> Inferer:
         """The bundle's ``inferer``."""
@@ -122,8 +135,7 @@ class BundleInteractionInferTask(BasicInferTask):
 
     def post_transforms(self, data: Any = None) -> Sequence[Callable[..., Any]]:
         """The bundle's ``postprocessing`` without ``SaveImaged``, then the channel dimension dropped for writing."""
-        post = [t for t in self._transforms(self._postprocessing) if not isinstance(t, SaveImaged)]
-        return [*post, SqueezeDimd(keys=self.output_label_key, dim=0)]
+        return [*without_writers(self._postprocessing), SqueezeDimd(keys=self.output_label_key, dim=0)]
 
     def writer(self, data: dict[str, Any], extension: str | None = None, dtype: Any = None) -> tuple[Any, Any]:
         """MONAI Label's writer with a ``uint8`` mask (unless the request asks for ``result_dtype``)."""

@@ -1,4 +1,5 @@
-"""Click guidance: user clicks -> Gaussian guidance channels of the network input (DeepGrow, METHODS.md CLICK).
+"""Click guidance: user clicks -> Gaussian guidance channels of the network input (DeepGrow: Sakinis et al.,
+arXiv:1903.08205, 2019).
 
 Two steps, so that spatial transforms (e.g. ``Orientationd``) can move clicks exactly between them:
 
@@ -30,6 +31,8 @@ import torch
 from monai.networks.layers.convutils import gaussian_1d
 from monai.transforms import MapTransform
 from monai.utils import convert_to_tensor
+
+from common.data.geometry import affine_of, axial_axis, map_voxel_indices
 
 __all__ = [
     "STAMP_LIMIT",
@@ -353,16 +356,25 @@ def _all_finite(image: torch.Tensor) -> bool:
 
 
 class ClickMapsd(MapTransform):
-    """Check the user's clicks against the image and store them as a binary click map.
+    """Check the user's clicks against the image and store them as a binary click map on the image's grid.
 
     Reads ``data[image_key]`` (channel-first ``(C, *spatial)``) and the point lists ``data[foreground_key]``,
     ``data[background_key]`` (MONAI Label's request keys), writes ``data[map_key]``: a uint8
-    ``MetaTensor``/tensor ``(2, *spatial)`` carrying the image's meta data (affine), so ``Orientationd`` and other
-    spatial transforms can be applied to image and click map together (with nearest interpolation only:
-    flips/permutations keep every click).
+    ``MetaTensor``/tensor ``(2, *spatial)`` carrying the image's meta data (affine).
 
-    For a 2D network applied to a volume, clicks may have one coordinate fewer than the volume (in-plane
-    ``(i, j)``) when ``data[slice_key]`` gives the slice index along ``axis``.
+    Where the clicks come from (``coordinates``):
+
+    - ``"current"``: voxel indices of the image as it is now (e.g. training data, or clicks already on the grid);
+      spatial transforms applied afterwards to image and map together must use nearest interpolation and must not
+      down-sample (flips and permutations keep every click, resampling can drop one).
+    - ``"stored"``: voxel indices of the image *as stored in its file* (what viewers send). Place the transform after
+      every spatial transform (``Orientationd``, ``Spacingd``): the clicks are checked against the stored shape
+      (``meta["spatial_shape"]``) and carried exactly to the nearest voxel of the current grid through the affines
+      (``meta["original_affine"]`` -> ``image.affine``, :func:`common.data.geometry.map_voxel_indices`), so no click
+      is lost however the image was re-oriented or resampled.
+
+    For a 2D network applied to a volume, clicks may have one coordinate fewer than the volume (in-plane, the slice
+    axis left out) when ``data[slice_key]`` gives the slice index along ``axis``.
 
     Args:
         image_key: key of the channel-first image.
@@ -370,14 +382,17 @@ class ClickMapsd(MapTransform):
         background_key: key of the negative clicks.
         map_key: output key of the click map.
         slice_key: key of an optional slice index for in-plane clicks on a volume.
-        axis: the slice axis (spatial axis index) used with ``slice_key``.
+        axis: the slice axis (spatial axis index of the grid the clicks refer to) used with ``slice_key``; ``None``:
+            the axial axis of that grid, found from its affine (2 without geometry).
         require_foreground: raise if there is no foreground click.
         check_image: raise if the image holds NaN or infinite values.
         allow_missing_keys: treat a missing click key as "no clicks of this kind".
+        coordinates: ``"current"`` or ``"stored"``, see above.
 
     Raises:
         ValueError: NaN image, wrong rank, a click outside the image or with the wrong number of coordinates, no
-            clicks, or in-plane clicks on a volume without ``slice_key``.
+            clicks, in-plane clicks on a volume without ``slice_key``, or ``coordinates="stored"`` on an image
+            without the loader's meta data.
 
     Example:
         >>> t = ClickMapsd(image_key="image")
@@ -393,12 +408,17 @@ class ClickMapsd(MapTransform):
         background_key: str = "background",
         map_key: str = "clicks",
         slice_key: str = "slice",
-        axis: int = 2,
+        axis: int | None = 2,
         require_foreground: bool = False,
         check_image: bool = True,
         allow_missing_keys: bool = True,
+        coordinates: str = "current",
     ) -> None:
         super().__init__([foreground_key, background_key], allow_missing_keys)
+        if coordinates not in ("current", "stored"):
+            raise ValueError(f"coordinates must be 'current' or 'stored', got {coordinates!r}")
+        if axis is not None and (isinstance(axis, bool) or axis not in (0, 1, 2)):
+            raise ValueError(f"axis must be 0, 1, 2 or None (the axial axis), got {axis!r}")
         self.image_key = image_key
         self.foreground_key = foreground_key
         self.background_key = background_key
@@ -407,8 +427,9 @@ class ClickMapsd(MapTransform):
         self.axis = axis
         self.require_foreground = require_foreground
         self.check_image = check_image
+        self.coordinates = coordinates
 
-    def _clicks(self, d: Mapping[Hashable, Any], key: str, spatial: tuple[int, ...]) -> Any:
+    def _clicks(self, d: Mapping[Hashable, Any], key: str, spatial: tuple[int, ...], affine: np.ndarray | None) -> Any:
         if key not in d:
             if not self.allow_missing_keys:
                 raise ValueError(f"missing key {key!r} (the {key} clicks)")
@@ -423,11 +444,26 @@ class ClickMapsd(MapTransform):
                     f"{key} clicks {np.asarray(points).tolist()} have 2 coordinates but the image is a volume "
                     f"{spatial}: give clicks as (i, j, k) or the slice index under {self.slice_key!r}"
                 )
-            k = int(d[self.slice_key])
-            if not 0 <= k < spatial[self.axis]:
-                raise ValueError(f"slice {k} lies outside the volume: axis {self.axis} has {spatial[self.axis]} slices")
-            return [[*p[: self.axis], k, *p[self.axis :]] for p in np.asarray(points).tolist()]
+            axis = self.axis if self.axis is not None else axial_axis(affine)
+            k = _slice_index(d[self.slice_key], self.slice_key)
+            if not 0 <= k < spatial[axis]:
+                raise ValueError(f"slice {k} lies outside the volume: axis {axis} has {spatial[axis]} slices")
+            return [[*p[:axis], k, *p[axis:]] for p in np.asarray(points).tolist()]
         return points
+
+    def _stored_grid(self, image: Any) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
+        """(stored spatial shape, stored affine, current affine) of a loaded ``MetaTensor``."""
+        meta = getattr(image, "meta", None) or {}
+        shape, original = meta.get("spatial_shape"), meta.get("original_affine")
+        current = affine_of(image)
+        if shape is None or original is None or current is None:
+            raise ValueError(
+                f"{self.image_key!r} carries no stored geometry (meta 'spatial_shape' and 'original_affine' from "
+                "LoadImaged): clicks in stored coordinates need the image as loaded by LoadImaged"
+            )
+        stored_shape = tuple(int(s) for s in np.asarray(convert_to_tensor(shape, track_meta=False)).reshape(-1))
+        stored_affine = np.asarray(convert_to_tensor(original, track_meta=False), dtype=np.float64)
+        return stored_shape, stored_affine, current
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -441,12 +477,25 @@ class ClickMapsd(MapTransform):
         if self.check_image and not _all_finite(convert_to_tensor(image, track_meta=False)):
             raise ValueError(f"{self.image_key!r} holds NaN or infinite values")
         spatial = tuple(int(s) for s in image.shape[1:])
+        if self.coordinates == "stored":
+            stored_shape, stored_affine, current_affine = self._stored_grid(image)
+            if len(stored_shape) != len(spatial):
+                raise ValueError(f"stored shape {stored_shape} and image {tuple(image.shape)} differ in rank")
+            fg, bg = (
+                map_voxel_indices(
+                    validate_points(self._clicks(d, key, stored_shape, stored_affine), stored_shape, key),
+                    stored_affine,
+                    current_affine,
+                    spatial,
+                )
+                for key in (self.foreground_key, self.background_key)
+            )
+        else:
+            affine = affine_of(image)
+            fg = self._clicks(d, self.foreground_key, spatial, affine)
+            bg = self._clicks(d, self.background_key, spatial, affine)
         maps = click_map_from_points(
-            self._clicks(d, self.foreground_key, spatial),
-            self._clicks(d, self.background_key, spatial),
-            spatial,
-            self.require_foreground,
-            device=image.device if isinstance(image, torch.Tensor) else None,
+            fg, bg, spatial, self.require_foreground, device=image.device if isinstance(image, torch.Tensor) else None
         )
         meta = getattr(image, "meta", None)
         if meta is not None:
@@ -456,6 +505,19 @@ class ClickMapsd(MapTransform):
         else:
             d[self.map_key] = maps
         return d
+
+
+def _slice_index(raw: Any, key: str) -> int:
+    """A slice index from a request value (an int, or a whole-number float or string)."""
+    if isinstance(raw, bool):
+        raise ValueError(f"{key} must be an integer slice index, got {raw!r}")
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} must be an integer slice index, got {raw!r}") from None
+    if not math.isfinite(value) or value != int(value):
+        raise ValueError(f"{key} must be an integer slice index, got {raw!r}")
+    return int(value)
 
 
 class AddGuidanced(MapTransform):

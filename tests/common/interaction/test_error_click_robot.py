@@ -7,13 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from common.clicks import ClickAdapter, ClickInferer
 from common.evaluation import run_interactive_evaluation
 from common.evaluation.cases import CaseInfo, EvalCase
 from common.interaction import ErrorClickRobot, InteractionState
-from common.networks import DeepGrowUNet
 
 SHAPE = (20, 22, 10)
 SLICES = list(range(2, 8))
@@ -198,10 +195,14 @@ def test_run_interactive_evaluation_end_to_end(tmp_path: Path) -> None:
     assert (tmp_path / "interactions.json").is_file()
 
 
-def test_run_interactive_evaluation_with_click_adapter() -> None:
-    torch.manual_seed(0)
-    label = _label()
-    adapter = ClickAdapter(DeepGrowUNet(2, channels=(2, 4, 8, 16, 32)), ClickInferer(network_dims=2, axis=2))
-    result = run_interactive_evaluation([_case(label)], adapter, ErrorClickRobot(), 2, method="dg", progress=False)
-    assert len(result.records) == 2
-    assert all(np.isfinite(r.dice) for r in result.records)
+def test_per_slice_clicks_follow_the_stored_axial_axis() -> None:
+    label = np.zeros((6, 12, 10), np.uint8)
+    label[1:5, 3:9, 2:8] = 1
+    affine = np.array([[0.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0], [3.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    robot = ErrorClickRobot(per_slice=True, seed=0)
+    robot.reset(label.astype(np.float32), label, (3.0, 1.0, 1.0), affine=affine)
+    assert robot.slice_axis == 0
+    state = robot.next_interaction(label, np.zeros_like(label), InteractionState(axis=0))
+    assert state is not None
+    assert sorted(c[0] for c in state.foreground) == [1, 2, 3, 4]  # one click on each axial slice
+    assert "slice_axis" not in robot.config()

@@ -240,4 +240,24 @@ def test_robot_instantiable_from_bundle_config() -> None:
     robot = parser.get_parsed_content("robot")
     assert isinstance(robot, SliceCorrectionRobot)
     assert robot.step_fraction == 0.1
-    assert robot.axis == 2
+    assert robot.axis is None  # the axial axis of each case, from its affine
+
+
+def test_slice_axis_comes_from_the_affine_when_not_given() -> None:
+    """A volume stored slices-first is corrected along its stored axis 0 (the axial one)."""
+    label = np.zeros((12, 10, 8), np.uint8)
+    label[3:9, 2:6, 2:6] = 1
+    affine = np.array([[0.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0], [2.5, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    robot = SliceCorrectionRobot()
+    robot.reset(label.astype(np.float32), label, (2.5, 1.0, 1.0), affine=affine)
+    assert robot.slice_axis == 0
+    state = robot.next_interaction(label, np.zeros_like(label), InteractionState(axis=0))
+    assert state is not None
+    assert state.axis == 0
+    assert list(state.slices) == [6]
+    assert state.slices[6].shape == (10, 8)
+    robot.reset(label.astype(np.float32), label, (1.0, 1.0, 1.0))  # no affine: the last stored axis
+    assert robot.slice_axis == 2
+    assert SliceCorrectionRobot(axis=1).config()["axis"] == 1
+    with pytest.raises(ValueError, match="axis"):
+        SliceCorrectionRobot(axis=3)

@@ -466,3 +466,58 @@ def test_incremental_stamps_equal_rendering_the_click_maps(spatial: tuple[int, .
     torch.testing.assert_close(
         normalise_guidance(smoothed), render_guidance(maps, 2.0, method="conv"), atol=1e-6, rtol=0
     )
+
+
+# ------------------------------------------------------------------------ clicks in stored coordinates (viewers)
+def _loaded(tmp_path: Any, affine: np.ndarray, shape: tuple[int, int, int]) -> Any:
+    """A volume as LoadImaged + EnsureChannelFirstd give it (meta: original_affine, spatial_shape)."""
+    import nibabel as nib
+    from monai.transforms import EnsureChannelFirstd, LoadImaged
+
+    path = f"{tmp_path}/image.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros(shape, np.float32), affine), path)
+    return EnsureChannelFirstd("image")(LoadImaged("image", image_only=False)({"image": path}))["image"]
+
+
+def test_stored_clicks_land_on_the_resampled_reoriented_grid(tmp_path: Any) -> None:
+    from monai.transforms import Orientation, Spacing
+
+    # stored slices first (S, L, P), 1 mm in-plane: resampled to RAS at 2.5 mm in-plane
+    affine = np.array([[0.0, -1.0, 0.0, 60.0], [0.0, 0.0, -1.0, 50.0], [3.0, 0.0, 0.0, -20.0], [0.0, 0.0, 0.0, 1.0]])
+    image = _loaded(tmp_path, affine, (8, 50, 40))
+    moved = Spacing(pixdim=(2.5, 2.5, 0.0))(Orientation(axcodes="RAS")(image))
+    clicks = [[2, 0, 0], [5, 49, 39], [3, 25, 10]]  # corners of the field of view included
+    out = ClickMapsd(coordinates="stored", axis=None)({"image": moved, "foreground": clicks, "background": []})
+    assert out["clicks"].shape == (2, *moved.shape[1:])
+    assert int(out["clicks"][0].sum()) == 3  # no click lost on the coarser grid
+    world = (affine @ np.array([[*c, 1.0] for c in clicks]).T).T[:, :3]
+    placed = np.argwhere(out["clicks"][0].numpy() > 0)
+    placed_world = (moved.affine.numpy() @ np.c_[placed, np.ones(len(placed))].T).T[:, :3]
+    for w in world:  # each click within half a resampled voxel of where the user put it
+        assert np.min(np.abs(placed_world - w).max(axis=1)) <= 1.25 + 1e-6
+
+
+def test_stored_clicks_are_checked_against_the_stored_shape(tmp_path: Any) -> None:
+    from monai.transforms import Spacing
+
+    image = Spacing(pixdim=(2.0, 2.0, 0.0))(_loaded(tmp_path, np.eye(4), (20, 20, 5)))  # now (10, 10, 5)
+    ok = ClickMapsd(coordinates="stored")({"image": image, "foreground": [[19, 19, 4]], "background": []})
+    assert int(ok["clicks"].sum()) == 1
+    with pytest.raises(ValueError, match="outside the image of spatial shape"):
+        ClickMapsd(coordinates="stored")({"image": image, "foreground": [[20, 0, 0]], "background": []})
+
+
+def test_stored_in_plane_clicks_use_the_stored_axial_axis(tmp_path: Any) -> None:
+    affine = np.array([[0.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    image = _loaded(tmp_path, affine, (6, 8, 10))  # stored axis 0 runs I-S
+    out = ClickMapsd(coordinates="stored", axis=None)({"image": image, "foreground": [[3, 4]], "slice": 5})
+    assert tuple(np.argwhere(out["clicks"][0].numpy())[0]) == (5, 3, 4)
+
+
+def test_stored_clicks_need_the_loader_meta() -> None:
+    with pytest.raises(ValueError, match="no stored geometry"):
+        ClickMapsd(coordinates="stored")({"image": torch.zeros(1, 4, 4, 4), "foreground": [[1, 1, 1]]})
+    with pytest.raises(ValueError, match="coordinates"):
+        ClickMapsd(coordinates="world")
+    with pytest.raises(ValueError, match="slice index"):
+        ClickMapsd()({"image": torch.zeros(1, 4, 4, 4), "foreground": [[1, 1]], "slice": "abc"})
