@@ -11,7 +11,7 @@ from common._lazy import lazy_exports
 
 __all__ = ["SUBPACKAGES", "__version__"]
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 #: Sub-packages and modules reachable as attributes of ``common``.
 SUBPACKAGES = (
@@ -25,6 +25,7 @@ SUBPACKAGES = (
     "interaction",
     "networks",
     "propagation",
+    "training",
     "transforms",
     "visualization",
 )

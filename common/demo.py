@@ -175,13 +175,15 @@ def run_slice_propagation(data_dir: Path, out_dir: Path, n_rounds: int, epochs: 
 
     subset = out_dir / "eval_subset.json"  # the demo evaluates one validation volume (all its structures)
     subset.write_text(
-        json.dumps({"eval_items": "$common.data.expand_structures(@split.val[:1], @dataset, level='volume')"})
+        json.dumps({"eval_items": "$common.data.expand_structures(@split.val[:1], @eval_dataset, level='volume')"})
     )
-    eval_files = repr([str(configs / f) for f in ("train.json", "evaluate.json", "quick.json")] + [str(subset)])
+    # evaluate.json runs inference.json's own pre-processing, inferer and post-processing on each round's request
+    eval_files = repr([str(configs / f) for f in ("inference.json", "evaluate.json", "quick.json")] + [str(subset)])
     _monai_bundle(
-        ["run", "--config_file", eval_files, *common_args, "--output_dir", str(out_dir), "--n_rounds", str(n_rounds)],
+        ["run", "--config_file", eval_files, "--bundle_root", str(PROPAGATION_BUNDLE), "--dataset_dir", str(data_dir),
+         "--ckpt_path", str(models / "model.pt"), "--output_dir", str(out_dir), "--n_rounds", str(n_rounds)],
         out_dir / "evaluate.log",
-    )
+    )  # fmt: skip
     return out_dir / "interactive_nearest" / "summary.json"
 
 
@@ -254,14 +256,9 @@ def run_deepgrow_clicks(data_dir: Path, out_dir: Path, n_rounds: int, epochs: in
 
     subset = out_dir / "eval_subset.json"  # one validation volume (all its structures), the shipped weights
     subset.write_text(
-        json.dumps(
-            {
-                "eval_items": "$common.data.expand_structures(@split.val[:1], @dataset, level='volume')",
-                "ckpt_path": str(shipped),
-            }
-        )
+        json.dumps({"eval_items": "$common.data.expand_structures(@split.val[:1], @eval_dataset, level='volume')"})
     )
-    eval_files = repr([str(configs / "train.json"), str(configs / "evaluate.json"), str(subset)])
+    eval_files = repr([str(configs / "inference.json"), str(configs / "evaluate.json"), str(subset)])
     _monai_bundle(
         ["run", "--config_file", eval_files, *common_args, "--output_dir", str(out_dir), "--n_rounds", str(n_rounds)],
         out_dir / "evaluate.log",

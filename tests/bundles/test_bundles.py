@@ -40,7 +40,7 @@ CONFIG_FILES = ("inference.json", "train.json", "evaluate.json", "multi_gpu_trai
 WORKFLOWS = {
     "inference": ["inference.json"],
     "train": ["train.json", "quick.json"],
-    "evaluate": ["train.json", "evaluate.json", "quick.json"],
+    "evaluate": ["inference.json", "evaluate.json", "quick.json"],
 }
 
 bundle_param = pytest.mark.parametrize("bundle", BUNDLES, ids=lambda p: p.name)
@@ -115,6 +115,7 @@ def test_every_part_naming_common_instantiates(
         "dataset_dir": str(tiny_phantoms),
         "output_dir": str(tmp_path),
         "ckpt_dir": str(tmp_path),
+        "ckpt_path": str(tmp_path / "model.pt"),
         "datalist": datalist,
     }
     parser = _parser(bundle, files, overrides)
@@ -180,3 +181,106 @@ def test_ckpt_export_gives_a_working_torchscript_model(bundle: Path, tmp_path: P
     with torch.no_grad():
         out = model(torch.zeros(1, in_channels, 32, 32))
     assert out.shape == (1, out_channels, 32, 32)
+
+
+@bundle_param
+@pytest.mark.parametrize(
+    ("workflow_type", "files"), [("train", ["train.json", "quick.json"]), ("infer", ["inference.json"])]
+)
+def test_monai_workflow_properties(
+    bundle: Path, workflow_type: str, files: list[str], tiny_phantoms: Path, tmp_path: Path
+) -> None:
+    """MONAI's own contract check (``TrainProperties`` / ``InferProperties``), as model-zoo's CI runs it: the
+    workflow initialises (the inference one loads the shipped weights) and no required property is missing."""
+    from monai.bundle import ConfigWorkflow
+
+    image, label = (str(tiny_phantoms / d / "phantom_000.nii.gz") for d in ("imagesTr", "labelsTr"))
+    overrides: dict[str, object] = (
+        {"ckpt_dir": str(tmp_path / "models")}
+        if workflow_type == "train"
+        else {"datalist": [{"image": image, "annotation": label}]}  # what a user passes with --datalist
+    )
+    workflow = ConfigWorkflow(
+        config_file=[str(bundle / "configs" / f) for f in files],
+        meta_file=str(bundle / "configs" / "metadata.json"),
+        workflow_type=workflow_type,
+        bundle_root=str(bundle),
+        dataset_dir=str(tiny_phantoms),
+        output_dir=str(tmp_path),
+        **overrides,
+    )
+    workflow.initialize()
+    assert workflow.check_properties() in (None, [])
+    assert workflow.dataset_dir == str(tiny_phantoms)
+
+
+@bundle_param
+def test_parsed_metadata_keeps_every_required_package(bundle: Path) -> None:
+    parser = ConfigParser()
+    parser.read_meta(str(bundle / "configs" / "metadata.json"))
+    required = parser.get_parsed_content("_meta_#required_packages_version")
+    assert {"nibabel", "pytorch-ignite", "interactive-seg-bundles", "tensorboard"} <= set(required)
+    assert "optional_packages_version" not in read_config(bundle / "configs" / "metadata.json")
+
+
+@bundle_param
+def test_spacing_and_intensity_agree_in_metadata_train_and_inference(bundle: Path) -> None:
+    meta = read_config(bundle / "configs" / "metadata.json")
+    for name in ("train.json", "inference.json"):
+        config = read_config(bundle / "configs" / name)
+        spacing = [None if s <= 0 else s for s in config["target_spacing"]]
+        assert spacing == meta["input_geometry"]["spacing_mm"], name
+        assert config["intensity_mode"] == meta["intensity_normalisation"]["mode"], name
+        assert config["ct_window"] == meta["intensity_normalisation"]["ct_window"], name
+        assert config["ct_scale"] == meta["intensity_normalisation"]["ct_scale"], name
+
+
+@bundle_param
+def test_training_writes_to_a_run_folder_by_default(bundle: Path) -> None:
+    parser = _parser(bundle, ["train.json"], {})
+    ckpt_dir = Path(parser.get_parsed_content("ckpt_dir")).resolve()
+    assert ckpt_dir == (bundle / "runs" / "models").resolve()
+    assert Path(parser.get_parsed_content("finetune_path")).resolve() == (bundle / "models" / "model.pt").resolve()
+    assert parser.get_parsed_content("finetune") is False
+    assert parser.get_parsed_content("resume") is False
+
+
+@bundle_param
+def test_torchscript_swap_of_network_def_runs_inference(bundle: Path, tiny_phantoms: Path, tmp_path: Path) -> None:
+    """model-zoo's documented swap: ``network_def`` = ``$torch.jit.load(...)``; the rest of ``inference.json`` must not
+    read attributes of the Python network (e.g. its depth), and the result equals the eager network's."""
+    import json
+
+    import nibabel as nib
+    import numpy as np
+
+    from common.bundle.pipeline import BundleInferencePipeline
+
+    configs = bundle / "configs"
+    weights = bundle / "models" / "model.pt"
+    exported = tmp_path / "model.ts"
+    run_monai_bundle(
+        ["ckpt_export", "network_def", "--filepath", str(exported), "--ckpt_file", str(weights),
+         "--meta_file", str(configs / "metadata.json"), "--config_file", str(configs / "inference.json"),
+         "--key_in_ckpt", ""],
+        cwd=tmp_path, env={"CUDA_VISIBLE_DEVICES": ""},
+    )  # fmt: skip
+    image = tiny_phantoms / "imagesTr" / "phantom_000.nii.gz"
+    label = nib.load(tiny_phantoms / "labelsTr" / "phantom_000.nii.gz")
+    truth = np.asarray(label.dataobj) == 3
+    k = int(np.flatnonzero(truth.any(axis=(0, 1))).mean())
+    annotation = np.zeros(truth.shape, np.uint8)
+    annotation[..., k] = truth[..., k]
+    nib.save(nib.Nifti1Image(annotation, label.affine), tmp_path / "annotation.nii.gz")
+    i, j = (int(v) for v in np.argwhere(truth[..., k])[0])
+    item = {"image": str(image), "annotation": str(tmp_path / "annotation.nii.gz"), "foreground": [[i, j, k]]}
+    (tmp_path / "datalist.json").write_text(json.dumps({"datalist": [item]}))
+    run_monai_bundle(
+        ["run", "--config_file", repr([str(configs / "inference.json"), str(tmp_path / "datalist.json")]),
+         "--bundle_root", str(bundle), "--output_dir", str(tmp_path / "out"),
+         "--network_def", f"$torch.jit.load({str(exported)!r})", "--ckpt_path", str(weights)],
+        cwd=tmp_path, env={"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "2"},
+    )  # fmt: skip
+    (written,) = sorted((tmp_path / "out").glob("*.nii.gz"))
+    eager = BundleInferencePipeline.from_bundle(bundle, device="cpu")(item)["pred"]
+    np.testing.assert_array_equal(np.asarray(nib.load(written).dataobj) > 0, np.asarray(eager)[0] > 0.5)

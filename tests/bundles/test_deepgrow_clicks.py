@@ -109,7 +109,8 @@ def _inference_preprocessing() -> Any:
 
 def _volume_file(tmp_path: Path, data: np.ndarray) -> str:
     path = tmp_path / "img.nii.gz"
-    nib.save(nib.Nifti1Image(data.astype(np.float32), np.eye(4)), path)
+    # at the model's spacing (2.5 mm in-plane), so the pre-processing does not resample it
+    nib.save(nib.Nifti1Image(data.astype(np.float32), np.diag([2.5, 2.5, 3.5, 1.0])), path)
     return str(path)
 
 
@@ -171,10 +172,10 @@ def test_evaluate_records_clicks_per_slice_for_seen_and_unseen(
 ) -> None:
     _bundle(
         "run",
-        "--config_file", _configs("train.json", "evaluate.json", "quick.json"),
+        "--config_file", _configs("inference.json", "evaluate.json", "quick.json"),
         "--bundle_root", str(BUNDLE),
         "--dataset_dir", str(tiny_phantoms),
-        "--ckpt_dir", str(trained / "models"),
+        "--ckpt_path", str(trained / "models" / "model.pt"),
         "--output_dir", str(tmp_path),
         "--n_rounds", "2",
         cwd=tmp_path,

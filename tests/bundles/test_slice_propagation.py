@@ -105,10 +105,10 @@ def test_inference_returns_mask_in_input_space_with_user_slice_untouched(
 def test_evaluate_records_seen_and_unseen_rounds(trained: Path, tiny_phantoms: Path, tmp_path: Path) -> None:
     _bundle(
         "run",
-        "--config_file", _configs("train.json", "evaluate.json", "quick.json"),
+        "--config_file", _configs("inference.json", "evaluate.json", "quick.json"),
         "--bundle_root", str(BUNDLE),
         "--dataset_dir", str(tiny_phantoms),
-        "--ckpt_dir", str(trained / "models"),
+        "--ckpt_path", str(trained / "models" / "model.pt"),
         "--output_dir", str(tmp_path),
         "--n_rounds", "2",
         cwd=tmp_path,
