@@ -25,7 +25,9 @@ def test_leak_and_dice_count_slices_outside_the_structure(bench: Any) -> None:
     assert dice == pytest.approx(2 * 12 / (20 + 12))
 
 
-def test_main_compares_old_and_new_settings(bench: Any, tiny_phantoms: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_main_compares_old_and_new_settings(
+    bench: Any, tiny_phantoms: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     result = bench.main(["--data", str(tiny_phantoms), "--cases", "phantom_000", "--structures", "kidney_right"])
     out = capsys.readouterr().out
     assert "kidney_right" in out
