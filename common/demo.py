@@ -187,21 +187,6 @@ def run_slice_propagation(data_dir: Path, out_dir: Path, n_rounds: int, epochs: 
     return out_dir / "interactive_nearest" / "summary.json"
 
 
-def _one_click_per_slice(mask: Any, axis: int = 2) -> list[list[int]]:
-    """The deepest voxel of ``mask`` on every slice along ``axis`` that holds it (a user's first clicks)."""
-    import numpy as np
-
-    from common.interaction import deepest_voxel
-
-    clicks = []
-    for k in np.flatnonzero(np.moveaxis(mask, axis, 0).any(axis=(1, 2))):
-        (i, j), _ = deepest_voxel(np.take(mask, k, axis=axis), (1.0, 1.0))
-        point = [int(i), int(j)]
-        point.insert(axis, int(k))
-        clicks.append(point)
-    return clicks
-
-
 def run_deepgrow_clicks(data_dir: Path, out_dir: Path, n_rounds: int, epochs: int) -> Path:
     """Train the DeepGrow bundle's quick configuration, then segment an unseen structure from clicks with the
     shipped weights (``inference.json``) and run the click protocol (``evaluate.json``).
@@ -213,6 +198,7 @@ def run_deepgrow_clicks(data_dir: Path, out_dir: Path, n_rounds: int, epochs: in
 
     from common.data import load_msd_dataset, select_fold
     from common.evaluation import dice
+    from common.interaction import deepest_click_per_slice
     from common.visualization import save_label_montage
 
     configs = DEEPGROW_BUNDLE / "configs"
@@ -233,7 +219,7 @@ def run_deepgrow_clicks(data_dir: Path, out_dir: Path, n_rounds: int, epochs: in
     item = select_fold(dataset.training, 0).val[0]
     case_id, image = item["case_id"], Path(item["image"])
     truth = np.asarray(_nifti(item["label"]).dataobj) == dataset.label_value("kidney_right")
-    clicks = _one_click_per_slice(truth)
+    clicks = deepest_click_per_slice(truth)
     datalist = out_dir / "datalist.json"
     datalist.write_text(json.dumps({"datalist": [{"image": str(image), "foreground": clicks, "background": []}]}))
     masks = out_dir / "masks"

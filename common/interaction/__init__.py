@@ -5,7 +5,7 @@ Re-exports only; the robots import torch-level code lazily.
 
 from __future__ import annotations
 
-from common.interaction.click_robot import CentreOfErrorClickRobot, deepest_voxel
+from common.interaction.click_robot import CentreOfErrorClickRobot, deepest_click_per_slice, deepest_voxel
 from common.interaction.error_click_robot import ErrorClickRobot
 from common.interaction.robot import RobotUser, error_masks
 from common.interaction.slice_robot import SliceCorrectionRobot, correction_schedule
@@ -18,6 +18,7 @@ __all__ = [
     "RobotUser",
     "SliceCorrectionRobot",
     "correction_schedule",
+    "deepest_click_per_slice",
     "deepest_voxel",
     "error_masks",
 ]

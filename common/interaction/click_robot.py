@@ -10,7 +10,7 @@ from scipy.ndimage import distance_transform_edt
 from common.interaction.robot import RobotUser, error_masks
 from common.interaction.state import InteractionState
 
-__all__ = ["CentreOfErrorClickRobot", "deepest_voxel"]
+__all__ = ["CentreOfErrorClickRobot", "deepest_click_per_slice", "deepest_voxel"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,29 @@ def deepest_voxel(region: np.ndarray, spacing: tuple[float, ...]) -> tuple[tuple
     flat = int(np.argmax(depth))  # first maximum in C order
     coord = tuple(int(v) for v in np.unravel_index(flat, mask.shape))
     return coord, float(depth[coord])
+
+
+def deepest_click_per_slice(mask: np.ndarray, axis: int = 2) -> list[list[int]]:
+    """A user's first clicks on a 3D structure for a 2D click model: the deepest voxel of every slice along ``axis``
+    that holds the structure (in-plane pixel units), as ``[i, j, k]`` voxel indices of ``mask``'s array.
+
+    Args:
+        mask: binary ``(H, W, D)`` mask of the structure.
+        axis: the slice axis of the array (e.g. :func:`common.data.geometry.axial_axis` of the image's affine).
+
+    Raises:
+        ValueError: ``mask`` is not 3D or ``axis`` is not one of its axes.
+    """
+    volume = np.asarray(mask, dtype=bool)
+    if volume.ndim != 3 or not 0 <= axis < 3:
+        raise ValueError(f"mask must be 3D and axis one of its axes, got shape {volume.shape} and axis {axis!r}")
+    clicks = []
+    for k in np.flatnonzero(np.moveaxis(volume, axis, 0).any(axis=(1, 2))):
+        (i, j), _ = deepest_voxel(np.take(volume, k, axis=axis), (1.0, 1.0))
+        point = [int(i), int(j)]
+        point.insert(axis, int(k))
+        clicks.append(point)
+    return clicks
 
 
 class CentreOfErrorClickRobot(RobotUser):

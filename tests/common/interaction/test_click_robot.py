@@ -166,3 +166,17 @@ def test_docstring_examples() -> None:
     result = doctest.testmod(click_module)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_deepest_click_per_slice_clicks_every_slice_of_the_structure_along_any_axis() -> None:
+    from common.interaction import deepest_click_per_slice
+
+    mask = np.zeros((7, 9, 11), bool)
+    mask[2:6, 1:8, 3:9] = True
+    clicks = deepest_click_per_slice(mask, axis=0)
+    assert [c[0] for c in clicks] == [2, 3, 4, 5]
+    assert all(mask[tuple(c)] for c in clicks)
+    assert all(c[1:] == clicks[0][1:] for c in clicks)  # the same centre on each identical slice
+    assert len(deepest_click_per_slice(mask)) == 6
+    with pytest.raises(ValueError, match="3D"):
+        deepest_click_per_slice(mask[0])

@@ -22,7 +22,7 @@ pytest.importorskip("monailabel")
 
 from common.bundle.pipeline import BundleInferencePipeline
 from common.data.geometry import axial_axis
-from common.interaction import deepest_voxel
+from common.interaction import deepest_click_per_slice
 from common.monailabel.kinds import get_kind
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -55,18 +55,6 @@ def _annotation(truth: np.ndarray, label: Any, path: Path) -> Path:
     return path
 
 
-def _clicks(truth: np.ndarray, label: Any) -> list[list[int]]:
-    """One click per axial slice of the structure at its deepest voxel (a user's first clicks), stored indices."""
-    axis = axial_axis(label.affine)
-    clicks = []
-    for k in np.flatnonzero(np.moveaxis(truth, axis, 0).any(axis=(1, 2))):
-        (i, j), _ = deepest_voxel(np.take(truth, k, axis=axis), (1.0, 1.0))
-        point = [int(i), int(j)]
-        point.insert(axis, int(k))
-        clicks.append(point)
-    return clicks
-
-
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * np.logical_and(a, b).sum() / (a.sum() + b.sum()))
 
@@ -87,7 +75,7 @@ def test_same_dice_in_every_storage_and_the_bundle_pipeline_mask(
             response = server.infer(model, case, label=upload)
             request: dict[str, Any] = {"image": str(image), "label": str(upload)}
         else:
-            clicks = _clicks(truth, label)
+            clicks = deepest_click_per_slice(truth, axial_axis(label.affine))
             response = server.infer(model, case, params={"foreground": clicks, "background": []})
             request = {"image": str(image), "foreground": clicks, "background": []}
         assert response.status_code == 200, response.text[:2000]
