@@ -22,11 +22,21 @@ import torch
 from monai.bundle import ConfigParser
 from monai.transforms import Compose, SaveImage, SaveImaged
 
-__all__ = ["BundleInferencePipeline", "transforms_of", "without_writers"]
+__all__ = ["BundleInferencePipeline", "load_bundle_config", "transforms_of", "without_writers"]
 
 logger = logging.getLogger(__name__)
 
 _WRITERS = (SaveImaged, SaveImage)
+
+
+def load_bundle_config(config_file: str | Path | Sequence[str | Path], bundle_root: str | Path) -> ConfigParser:
+    """A parser of a bundle's config file(s) (later files override earlier ones, as with ``monai.bundle run
+    --config_file``) with ``bundle_root`` set to the bundle folder, not the working directory."""
+    files = [config_file] if isinstance(config_file, str | Path) else list(config_file)
+    parser = ConfigParser()
+    parser.read_config([str(f) for f in files])
+    parser["bundle_root"] = str(bundle_root)
+    return parser
 
 
 def transforms_of(compose: Any) -> list[Callable[..., Any]]:
@@ -116,9 +126,7 @@ class BundleInferencePipeline:
         for f in files:
             if not f.is_file():
                 raise FileNotFoundError(f"bundle config not found: {f}")
-        parser = ConfigParser()
-        parser.read_config([str(f) for f in files])
-        parser["bundle_root"] = str(root)
+        parser = load_bundle_config(files, root)
         for key, value in (overrides or {}).items():
             parser[key] = value
         if device is not None:

@@ -51,6 +51,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from common.data.geometry import axial_axis
 from common.data.msd import load_msd_dataset
 from common.data.phantoms import nifti_gz_bytes, write_atomic
 
@@ -249,21 +250,6 @@ def _check_affine(affine: Any) -> np.ndarray:
     return aff
 
 
-def _slice_axis(affine: np.ndarray) -> int:
-    """The voxel axis closest to the world superior-inferior direction (the slice axis of an axial scan).
-
-    Args:
-        affine: ``(4, 4)`` voxel-to-world affine (world RAS mm, as nibabel).
-
-    Raises:
-        ValueError: not a finite invertible ``(4, 4)`` matrix.
-    """
-    aff = _check_affine(affine)
-    columns = aff[:3, :3]
-    cosine = np.abs(columns[2]) / np.linalg.norm(columns, axis=0)
-    return int(np.argmax(cosine))
-
-
 def _check_spacing(in_plane_spacing: Any) -> float:
     if isinstance(in_plane_spacing, (bool, np.bool_)) or not isinstance(in_plane_spacing, (int, float, np.number)):
         raise ValueError(f"in_plane_spacing must be a positive number (mm), got {in_plane_spacing!r}")
@@ -293,7 +279,7 @@ def fine_shape(
     if len(dims) != 3 or min(dims) < 1:
         raise ValueError(f"shape must give 3 positive spatial sizes, got {shape!r}")
     spacing = np.linalg.norm(aff[:3, :3], axis=0)
-    axial = _slice_axis(aff)
+    axial = axial_axis(aff)
     out = [n if a == axial else max(1, round(n * float(spacing[a]) / target)) for a, n in enumerate(dims)]
     return out[0], out[1], out[2]
 

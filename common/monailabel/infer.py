@@ -24,25 +24,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from monai.bundle import ConfigParser
 from monai.inferers import Inferer
 from monai.transforms import SqueezeDimd
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
-from common.bundle.pipeline import transforms_of, without_writers
+from common.bundle.pipeline import load_bundle_config, transforms_of, without_writers
 from common.monailabel.bundles import ServedBundle
 
-__all__ = ["BundleInteractionInferTask", "bundle_labels", "load_bundle_config"]
+__all__ = ["BundleInteractionInferTask", "bundle_labels"]
 
 logger = logging.getLogger(__name__)
-
-
-def load_bundle_config(config_file: Path, bundle_root: Path) -> ConfigParser:
-    """A parser of one bundle config with ``bundle_root`` set to the bundle folder (not the working directory)."""
-    parser = ConfigParser()
-    parser.read_config(str(config_file))
-    parser["bundle_root"] = str(bundle_root)
-    return parser
 
 
 def bundle_labels(metadata: dict[str, Any]) -> dict[str, int]:

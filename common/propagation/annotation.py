@@ -17,7 +17,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform
 from monai.utils import convert_to_dst_type, convert_to_numpy
 
-from common.data.geometry import slice_axis_in_array
+from common.data.geometry import affine_of, slice_axis_in_array
 from common.propagation.validation import validate_image, validate_volume_annotation
 from common.transforms.provenance import UNKNOWN_SOURCE, source_name
 
@@ -28,11 +28,6 @@ def _source(x: Any) -> str:
     """`` (file)`` an array was loaded from, for error messages ("" when unknown)."""
     name = source_name({}, x)
     return "" if name == UNKNOWN_SOURCE else f" ({name})"
-
-
-def _affine(x: Any) -> np.ndarray | None:
-    affine = getattr(x, "affine", None)
-    return None if affine is None else np.asarray(convert_to_numpy(affine), dtype=np.float64)
 
 
 class CheckAnnotationd(MapTransform):
@@ -70,7 +65,7 @@ class CheckAnnotationd(MapTransform):
         validate_volume_annotation(
             annotation[0], tuple(volume.shape), name=f"{self.annotation_key}{_source(annotation)}"
         )
-        a_img, a_ann = _affine(image), _affine(annotation)
+        a_img, a_ann = affine_of(image), affine_of(annotation)
         if a_img is not None and a_ann is not None and not np.allclose(a_img, a_ann, atol=self.affine_atol):
             raise ValueError(
                 f"{self.annotation_key}{_source(annotation)} is not in the image's space{_source(image)}: "
@@ -103,7 +98,7 @@ class RestoreUserSlicesd(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         annotation = d[self.annotation_key]
-        affine = _affine(annotation)
+        affine = affine_of(annotation)
         array_axis = self.axis if affine is None else slice_axis_in_array(affine, self.axis)
         user = torch.as_tensor(convert_to_numpy(annotation) > 0)
         if user.ndim != 4:

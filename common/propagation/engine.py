@@ -22,17 +22,20 @@ A front stops (details and order in :mod:`common.propagation.stopping`; the reas
   neighbour), ``"empty"`` when it predicted nothing; without the filter, after ``max_empty_slices`` consecutive empty
   predictions (``"empty"``). Empty slices are part of the output, as empty;
 - when the new slice's area leaves ``[min_area_ratio, max_area_ratio]`` times the prior's area (``"area_collapse"``
-  below, ``"area_explosion"`` above; defaults 0.2 and 3.0, ``None`` disables each). That slice is *dropped*: it is
-  the leak, so it is not part of the output and counts as not reached by the front (:attr:`FrontRecord.n_dropped`).
+  below, ``"area_explosion"`` above; defaults 0.2 and 3.0, ``None`` disables each), or when the median intensity
+  inside the new mask moves more than ``max_intensity_shift`` from the median inside the user's mask of the front's
+  source slice (``"intensity_shift"``; off by default, the bundle configs set it). That slice is *dropped*: it is the
+  leak, so it is not part of the output and counts as not reached by the front (:attr:`FrontRecord.n_dropped`).
 
 All active fronts advance in lockstep; with ``batch_fronts=True`` their slices go through ``predict_fn`` together
 (``B`` = number of active fronts, optionally capped by ``max_batch_size``). Each front's raw emptiness and the areas of
-its new and prior masks are read back with one host sync per step (one ``.tolist()`` for all fronts), and only when a
-stop rule needs them; with every early stop disabled (``max_empty_slices``, ``connect_tolerance``,
-``min_area_ratio``, ``max_area_ratio`` all ``None``) the whole propagation is queued on the device without waiting
-for it. The continuity filter runs on the tensors' device: on the CPU with :func:`scipy.ndimage.label` (no device
-sync), elsewhere (CUDA) with a torch flood fill that reads its convergence back after 8, 16, 32, ... iterations: one
-more sync per step when the new slice grows less than 8 pixels beyond its prior, the usual case.
+its new and prior masks (and the medians inside the new masks) are read back with one host sync per step, and only
+when a stop rule needs them; with every early stop disabled (``max_empty_slices``, ``connect_tolerance``,
+``min_area_ratio``, ``max_area_ratio``, ``max_intensity_shift`` all ``None``) the whole propagation is queued on the
+device without waiting for it. The continuity filter runs on the tensors' device: on the CPU with
+:func:`scipy.ndimage.label` (no device sync), elsewhere (CUDA) with a torch flood fill that reads its convergence
+back after 8, 16, 32, ... iterations: one more sync per step when the new slice grows less than 8 pixels beyond its
+prior, the usual case.
 Everything stays on the image's device; the volume is copied once into a slice-major ``(D, H, W)`` layout so that
 reading a slice per step is a contiguous copy.
 
@@ -95,9 +98,11 @@ class FrontRecord:
         stop: why it stopped: ``"edge"`` (volume edge), ``"limit"`` (the merge rule's limit, e.g. the next user slice
             or the midpoint), ``"empty"`` (an empty prediction; without the continuity filter ``max_empty_slices``
             consecutive ones), ``"disconnected"`` (nothing predicted connects to the prior), ``"area_collapse"`` /
-            ``"area_explosion"`` (area below / above the ratio limits); see :mod:`common.propagation.stopping`.
+            ``"area_explosion"`` (area below / above the ratio limits), ``"intensity_shift"``; see
+            :mod:`common.propagation.stopping`.
         n_dropped: predictions made but not kept: 1 for the slice ``source + direction * (n_predicted + 1)`` that
-            triggered an area-ratio stop, else 0. The front made ``n_predicted + n_dropped`` predictions.
+            triggered an area-ratio or intensity-shift stop, else 0. The front made ``n_predicted + n_dropped``
+            predictions.
     """
 
     source: int
@@ -146,7 +151,7 @@ class PropagationResult:
     @property
     def n_predicted(self) -> int:
         """Total number of slices predicted (the number of samples that went through ``predict_fn``), including the
-        slices dropped by an area-ratio stop."""
+        slices dropped by an area-ratio or intensity-shift stop."""
         return sum(f.n_predicted + f.n_dropped for f in self.fronts)
 
 
@@ -283,11 +288,11 @@ def propagate(
 def _masked_medians(slices: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Per row, the median of ``slices[i]`` inside ``masks[i]`` (``(B, H, W)`` each; NaN for an empty mask), float32.
 
-    The lower median of the masked values (``torch.median``), computed on the slices' device.
+    The lower median of the masked values (as ``torch.median``), for the whole batch in one ``nanmedian`` on the
+    slices' device (no per-row boolean indexing, which would synchronise the device once per row).
     """
-    values = [row[m].float() for row, m in zip(slices, masks, strict=True)]
-    nan = torch.tensor(float("nan"), device=slices.device)
-    return torch.stack([v.median() if v.numel() else nan for v in values])
+    values = slices.float().masked_fill(~masks, float("nan")).flatten(1)
+    return values.nanmedian(dim=1).values
 
 
 def _slice_major(img: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -412,9 +417,12 @@ def _propagate_validated(
         stats: list[list[int]] = []
         medians: list[float] = []
         if stats_chunks:  # the one host sync of a step, only when a stop rule needs it
-            stats = (stats_chunks[0] if len(stats_chunks) == 1 else torch.cat(stats_chunks)).tolist()
-        if median_chunks:
-            medians = torch.cat(median_chunks).tolist()
+            table = torch.cat(stats_chunks)
+            if median_chunks:  # the medians ride along in the same read (areas are exact in float64)
+                table = torch.cat((table.double(), torch.cat(median_chunks).double()[:, None]), dim=1)
+            rows = table.tolist()
+            stats = [[int(v) for v in row[:3]] for row in rows]
+            medians = [row[3] for row in rows] if median_chunks else []
         still_active = []
         for i, front in enumerate(active):
             front.prior = priors[i]
