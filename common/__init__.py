@@ -16,6 +16,7 @@ __version__ = "0.2.0"
 #: Sub-packages and modules reachable as attributes of ``common``.
 SUBPACKAGES = (
     "benchmarking",
+    "boxes",
     "bundle",
     "clicks",
     "data",
@@ -25,6 +26,7 @@ SUBPACKAGES = (
     "interaction",
     "networks",
     "propagation",
+    "refinement",
     "training",
     "transforms",
     "visualization",
