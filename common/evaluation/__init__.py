@@ -12,12 +12,16 @@ from common._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from common.evaluation.baselines import IntensityRegionGrowAdapter
+    from common.evaluation.box_baselines import GrabCutAdapter
     from common.evaluation.bundle_adapter import BundleAdapter
     from common.evaluation.cases import CaseInfo, EvalCase, load_eval_cases
+    from common.evaluation.comparison import compare_methods, paired_t_test
     from common.evaluation.loop import RESULT_FILES, EvaluationResult, ModelAdapter, run_interactive_evaluation
     from common.evaluation.metrics import METRIC_NAMES, dice, evaluate_all, hd95, mean_surface_distance
     from common.evaluation.plots import make_metric_figure, plot_metric_curves
     from common.evaluation.records import RoundRecord, read_records, summarise
+    from common.evaluation.scribble_baselines import RandomWalkerAdapter
+    from common.evaluation.slice_cases import single_slice_cases
 
 __all__ = [
     "METRIC_NAMES",
@@ -26,18 +30,23 @@ __all__ = [
     "CaseInfo",
     "EvalCase",
     "EvaluationResult",
+    "GrabCutAdapter",
     "IntensityRegionGrowAdapter",
     "ModelAdapter",
+    "RandomWalkerAdapter",
     "RoundRecord",
+    "compare_methods",
     "dice",
     "evaluate_all",
     "hd95",
     "load_eval_cases",
     "make_metric_figure",
     "mean_surface_distance",
+    "paired_t_test",
     "plot_metric_curves",
     "read_records",
     "run_interactive_evaluation",
+    "single_slice_cases",
     "summarise",
 ]
 
@@ -61,6 +70,11 @@ _SOURCES = {
     "RoundRecord": "records",
     "read_records": "records",
     "summarise": "records",
+    "GrabCutAdapter": "box_baselines",
+    "compare_methods": "comparison",
+    "paired_t_test": "comparison",
+    "RandomWalkerAdapter": "scribble_baselines",
+    "single_slice_cases": "slice_cases",
 }
 
 

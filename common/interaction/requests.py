@@ -20,7 +20,19 @@ import numpy as np
 
 from common.interaction.state import InteractionState
 
-__all__ = ["slices_volume", "state_request", "write_label_like"]
+__all__ = [
+    "SCRIBBLES_BG_VALUE",
+    "SCRIBBLES_FG_VALUE",
+    "scribbles_volume",
+    "slices_volume",
+    "state_request",
+    "write_label_like",
+]
+
+#: Label values of scribbles in an uploaded label volume: MONAI Label's defaults (``monailabel.scribbles.infer``
+#: without labels: background 2, foreground 3), also named in the request's ``label_info`` as 3D Slicer does.
+SCRIBBLES_BG_VALUE = 2
+SCRIBBLES_FG_VALUE = 3
 
 
 def slices_volume(state: InteractionState, shape: tuple[int, ...]) -> np.ndarray:
@@ -43,6 +55,27 @@ def slices_volume(state: InteractionState, shape: tuple[int, ...]) -> np.ndarray
         index: list[Any] = [slice(None)] * len(shape)
         index[axis] = int(k)
         volume[tuple(index)] = m > 0
+    return volume
+
+
+def scribbles_volume(state: InteractionState, shape: tuple[int, ...]) -> np.ndarray:
+    """The user's scribbles as a ``uint8`` volume of ``shape``: 3 on foreground, 2 on background scribbles, else 0.
+
+    Raises:
+        ValueError: a scribble mask of the wrong shape, or a voxel in both masks.
+    """
+    volume = np.zeros(shape, dtype=np.uint8)
+    fg = None if state.scribbles_fg is None else np.asarray(state.scribbles_fg) > 0
+    bg = None if state.scribbles_bg is None else np.asarray(state.scribbles_bg) > 0
+    for name, mask in (("foreground", fg), ("background", bg)):
+        if mask is not None and mask.shape != tuple(shape):
+            raise ValueError(f"{name} scribbles have shape {mask.shape}, the image {tuple(shape)}")
+    if fg is not None and bg is not None and (fg & bg).any():
+        raise ValueError(f"{int((fg & bg).sum())} voxels are both foreground and background scribbles")
+    if bg is not None:
+        volume[bg] = SCRIBBLES_BG_VALUE
+    if fg is not None:
+        volume[fg] = SCRIBBLES_FG_VALUE
     return volume
 
 
@@ -69,8 +102,10 @@ def state_request(
     """The MONAI Label request a viewer would send for ``state``.
 
     ``{"image": image_path}`` plus ``foreground`` / ``background`` (lists of ``[i, j, k]``) when the state has clicks,
-    and ``label`` (path of an uploaded label volume written into ``workdir``, 1 on the annotated slices) when it has
-    annotated slices.
+    ``label`` (path of an uploaded label volume written into ``workdir``, 1 on the annotated slices) when it has
+    annotated slices, ``roi`` (MONAI Label's ``[i0, i1, j0, j1, k0, k1]``, stop exclusive) when it has a box, and
+    ``label`` with ``label_info`` (scribble values as 3D Slicer names them, see :func:`scribbles_volume`) when it has
+    scribbles.
 
     Args:
         state: the user's interactions.
@@ -82,7 +117,19 @@ def state_request(
     if state.foreground or state.background:
         request["foreground"] = [[int(v) for v in c] for c in state.foreground]
         request["background"] = [[int(v) for v in c] for c in state.background]
+    has_scribbles = any(m is not None and np.any(m) for m in (state.scribbles_fg, state.scribbles_bg))
+    if state.slices and has_scribbles:
+        raise ValueError("a request carries annotated slices or scribbles in its uploaded label, not both")
     if state.slices:
         label = write_label_like(slices_volume(state, shape), image_path, Path(workdir) / "label.nii")
         request["label"] = str(label)
+    if state.box is not None:
+        request["roi"] = [int(v) for a, b in zip(state.box[0], state.box[1], strict=True) for v in (a, b)]
+    if has_scribbles:
+        label = write_label_like(scribbles_volume(state, shape), image_path, Path(workdir) / "label.nii")
+        request["label"] = str(label)
+        request["label_info"] = [
+            {"name": "background_scribbles", "id": SCRIBBLES_BG_VALUE},
+            {"name": "foreground_scribbles", "id": SCRIBBLES_FG_VALUE},
+        ]
     return request

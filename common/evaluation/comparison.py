@@ -1,0 +1,198 @@
+"""Several methods through one robot-user protocol, side by side: tables, curves and paired t-tests.
+
+Every method (a model adapter, see :class:`common.evaluation.loop.ModelAdapter`) is evaluated on the same cases with a
+fresh robot built by the same factory (same seed), so the first interaction (e.g. the box) is identical for every
+method and later ones (scribbles) answer each method's own errors. The comparison reports, per method and structure
+group, the Dice after the first interaction and after each later round, the mean machine time per step, and a paired
+Student's t-test of the per-case Dice against a reference method (BIFSeg's protocol: paired t-test, p < 0.05).
+
+Files written to ``out_dir``: one sub-folder per method (the usual result files), ``comparison.json``,
+``comparison.md`` (markdown tables) and ``comparison.png`` (mean Dice per round, one line per method and group).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+from scipy import stats
+
+from common.evaluation.cases import EvalCase
+from common.evaluation.loop import ModelAdapter, run_interactive_evaluation
+from common.evaluation.plots import make_metric_figure
+from common.evaluation.records import RoundRecord, write_json
+from common.interaction.robot import RobotUser
+
+__all__ = ["compare_methods", "comparison_tables", "paired_t_test"]
+
+logger = logging.getLogger(__name__)
+
+
+def paired_t_test(a: Sequence[float], b: Sequence[float]) -> dict[str, float | int | None]:
+    """Paired Student's t-test of ``a`` against ``b`` (same cases, same order): mean difference, t, p, n.
+
+    ``p`` is ``None`` with fewer than 2 pairs or when every difference is equal (the test is undefined).
+    """
+    x = np.asarray(a, dtype=np.float64)
+    y = np.asarray(b, dtype=np.float64)
+    if x.shape != y.shape:
+        raise ValueError(f"paired samples must have the same length, got {x.shape} and {y.shape}")
+    diff = x - y
+    out: dict[str, float | int | None] = {"n": int(diff.size), "mean_difference": None, "t": None, "p": None}
+    if diff.size:
+        out["mean_difference"] = float(diff.mean())
+    if diff.size >= 2 and float(np.ptp(diff)) > 0:
+        result = stats.ttest_rel(x, y)
+        out["t"] = float(result.statistic)
+        out["p"] = float(result.pvalue)
+    return out
+
+
+def _dice_by_case(records: Sequence[RoundRecord], round_index: int, group: str) -> dict[tuple[str, int], float]:
+    return {
+        (r.case_id, r.structure): r.dice
+        for r in records
+        if r.round == round_index and (group == "all" or r.group == group)
+    }
+
+
+def comparison_tables(
+    results: Mapping[str, Sequence[RoundRecord]], reference: str | None, rounds: Sequence[int]
+) -> dict[str, Any]:
+    """Per method, group and round: Dice mean/std, mean seconds per step, and the t-test against ``reference``.
+
+    Args:
+        results: method -> its round records (same cases for every method).
+        reference: the method the t-tests compare with (``None``: no test).
+        rounds: rounds to report (1 = after the first interaction).
+
+    Returns:
+        ``{"rounds": [...], "methods": {method: {group: {str(round): {"dice_mean", "dice_std", "n", "seconds",
+        "t_test"}}}}}``.
+    """
+    groups = ["all", *sorted({r.group for recs in results.values() for r in recs})]
+    out: dict[str, Any] = {"rounds": list(rounds), "reference": reference, "methods": {}}
+    for method, records in results.items():
+        per_group: dict[str, Any] = {}
+        for group in groups:
+            per_round: dict[str, Any] = {}
+            for rnd in rounds:
+                dice_map = _dice_by_case(records, rnd, group)
+                if not dice_map:
+                    continue
+                values = np.array(list(dice_map.values()), dtype=np.float64)
+                seconds = [r.seconds for r in records if r.round == rnd and not r.carried and group in ("all", r.group)]
+                entry: dict[str, Any] = {
+                    "dice_mean": float(values.mean()),
+                    "dice_std": float(values.std(ddof=1)) if values.size > 1 else None,
+                    "n": int(values.size),
+                    "seconds": float(np.mean(seconds)) if seconds else None,
+                    "t_test": None,
+                }
+                if reference is not None and method != reference and reference in results:
+                    ref = _dice_by_case(results[reference], rnd, group)
+                    keys = sorted(set(ref) & set(dice_map))
+                    entry["t_test"] = paired_t_test([dice_map[k] for k in keys], [ref[k] for k in keys])
+                per_round[str(rnd)] = entry
+            per_group[group] = per_round
+        out["methods"][method] = per_group
+    return out
+
+
+def _cell(entry: Mapping[str, Any] | None) -> str:
+    if not entry:
+        return "-"
+    std = entry.get("dice_std")
+    text = f"{100 * entry['dice_mean']:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
+    test = entry.get("t_test") or {}
+    p = test.get("p")
+    if p is not None and p < 0.05:
+        text += " *" if (test.get("mean_difference") or 0) > 0 else " †"
+    return text
+
+
+def tables_markdown(tables: Mapping[str, Any]) -> str:
+    """Markdown: one table per round (rows: methods; columns: groups; Dice % mean ± std), then machine times.
+
+    ``*`` / ``†``: significantly better / worse than the reference method (paired t-test, p < 0.05).
+    """
+    methods = list(tables["methods"])
+    groups = [g for g in next(iter(tables["methods"].values()), {}) if g != "all"] + ["all"]
+    lines: list[str] = []
+    for rnd in tables["rounds"]:
+        lines += [f"**Round {rnd}** (Dice %, mean ± std)", "", "| method | " + " | ".join(groups) + " |"]
+        lines.append("| --- |" + " --- |" * len(groups))
+        for method in methods:
+            cells = [_cell(tables["methods"][method].get(g, {}).get(str(rnd))) for g in groups]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["**Machine time per step** (s, mean over steps of all rounds shown)", "", "| method | seconds |"]
+    lines.append("| --- | --- |")
+    for method in methods:
+        secs = [e["seconds"] for e in tables["methods"][method].get("all", {}).values() if e.get("seconds") is not None]
+        lines.append(f"| {method} | {np.mean(secs):.3f} |" if secs else f"| {method} | - |")
+    reference = tables.get("reference")
+    if reference:
+        lines += ["", f"`*` / `†`: significantly higher / lower Dice than `{reference}` (paired t-test, p < 0.05)."]
+    return "\n".join(lines) + "\n"
+
+
+def compare_methods(
+    cases: Sequence[EvalCase],
+    adapters: Mapping[str, ModelAdapter],
+    robot_factory: Callable[[], RobotUser],
+    n_rounds: int,
+    out_dir: str | Path,
+    reference: str | None = None,
+    report_rounds: Sequence[int] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate every adapter with the same protocol and write the comparison (see the module docstring).
+
+    Args:
+        cases: the evaluation cases (materialised: every method sees the same ones).
+        adapters: method name -> adapter.
+        robot_factory: makes a fresh robot per method (same seed -> same first interaction).
+        n_rounds: interaction rounds per case.
+        out_dir: output folder (created; existing result files are replaced).
+        reference: method name for the paired t-tests (e.g. the CNN + CRF baseline).
+        report_rounds: rounds in the tables (default: 1 and every later round).
+        progress: progress bars.
+
+    Returns:
+        The tables (as written to ``comparison.json``).
+
+    Raises:
+        ValueError: no cases or adapters, an unknown reference, bad ``report_rounds``.
+    """
+    cases = list(cases)
+    if not cases or not adapters:
+        raise ValueError("compare_methods needs at least one case and one adapter")
+    if reference is not None and reference not in adapters:
+        raise ValueError(f"reference {reference!r} is not one of the methods {sorted(adapters)}")
+    rounds = list(report_rounds) if report_rounds is not None else list(range(1, n_rounds + 1))
+    if any(not 1 <= r <= n_rounds for r in rounds):
+        raise ValueError(f"report_rounds must lie in 1..{n_rounds}, got {rounds}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, list[RoundRecord]] = {}
+    summaries: dict[str, Any] = {}
+    for method, adapter in adapters.items():
+        logger.info("comparison: %s on %d cases", method, len(cases))
+        result = run_interactive_evaluation(
+            cases, adapter, robot_factory(), n_rounds, out / method, method=method, progress=progress, overwrite=True
+        )
+        results[method] = result.records
+        summaries[method] = result.summary
+    tables = comparison_tables(results, reference, rounds)
+    write_json(tables, out / "comparison.json")
+    (out / "comparison.md").write_text(tables_markdown(tables), encoding="utf-8")
+    figure = make_metric_figure(list(summaries.values()), metrics="dice", title="Dice per interaction round")
+    figure.savefig(out / "comparison.png", dpi=120, bbox_inches="tight")
+    plt.close(figure)
+    logger.info("comparison written to %s", out)
+    return tables
