@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_BUNDLE_KINDS: dict[str, str] = {
     "slice_propagation": "slice_propagation",
     "deepgrow_clicks": "clicks",
+    "bifseg": "box_scribbles",
 }
 
 

@@ -17,6 +17,7 @@ This module imports ``monailabel`` (the ``label`` extra).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import tempfile
 from collections.abc import Callable, Sequence
@@ -25,7 +26,7 @@ from typing import Any
 
 import numpy as np
 from monai.inferers import Inferer
-from monai.transforms import SqueezeDimd
+from monai.transforms import LoadImage, LoadImaged, SqueezeDimd
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 from common.bundle.pipeline import load_bundle_config, transforms_of, without_writers
@@ -109,14 +110,48 @@ class BundleInteractionInferTask(BasicInferTask):
         MONAI's ``Spacingd`` updates every ``<key>_*`` entry of the data as a meta-data dict after resampling ``<key>``;
         MONAI Label keeps the image's path as the string ``image_path`` (which its writer needs later), so the
         bundle's resampling would fail on it. Such entries are removed while the transforms run and put back after.
+        Loading transforms run on their own, so that an unreadable file becomes a ``ValueError`` (see
+        :meth:`_run_pre_group`).
+
+        Raises:
+            ValueError: a file the loading transforms cannot read (an upload that is not an image), or any
+                ``ValueError`` of the bundle's checks.
         """
         prefix = f"{self.input_key}_"
         aside = {k: data.pop(k) for k in list(data) if str(k).startswith(prefix) and not isinstance(data[k], dict)}
         try:
-            out: dict[str, Any] = super().run_pre_transforms(data, transforms)
+            out: dict[str, Any] = data
+            for loads, group in itertools.groupby(transforms, key=lambda t: isinstance(t, LoadImaged | LoadImage)):
+                out = self._run_pre_group(out, list(group), loads)
         finally:
             data.update(aside)
         out.update(aside)
+        return out
+
+    def _run_pre_group(self, data: dict[str, Any], transforms: list[Any], loads: bool) -> dict[str, Any]:
+        """Run ``transforms``; for loading transforms, a file that cannot be read is the request's error.
+
+        Readers raise many kinds of errors for a file that is not an image (nibabel's ``ImageFileError``, ITK's
+        ``RuntimeError``, PIL's ``OSError``, ...): they become a ``ValueError`` naming the files (HTTP 400), e.g. for an
+        upload that is not a NIfTI volume although it is named ``.nii.gz``. Errors of other transforms pass unchanged.
+        """
+        try:
+            out: dict[str, Any] = super().run_pre_transforms(data, transforms)
+        except (ValueError, FileNotFoundError):
+            raise
+        except Exception as err:
+            if not loads:
+                raise
+            files = [
+                f"{'the image' if key == self.input_key else f'the uploaded {key!r}'} {data[key]}"
+                for t in transforms
+                for key in getattr(t, "keys", (self.input_key,))
+                if isinstance(data.get(key), str)
+            ]
+            raise ValueError(
+                f"cannot read {' or '.join(files) or 'the input'} as an image ({type(err).__name__}: {err}); "
+                "uploads must be image files (NIfTI .nii.gz, NRRD, ...) on the image's grid"
+            ) from err
         return out
 
     def inferer(self, data: Any = None) -> Inferer:

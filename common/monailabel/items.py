@@ -18,7 +18,16 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-__all__ = ["binarise_annotation", "click_item", "slice_propagation_item"]
+from common.interaction.requests import SCRIBBLES_BG_VALUE, SCRIBBLES_FG_VALUE
+
+__all__ = [
+    "SCRIBBLES_BG_VALUE",
+    "SCRIBBLES_FG_VALUE",
+    "binarise_annotation",
+    "box_scribbles_item",
+    "click_item",
+    "slice_propagation_item",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +46,7 @@ def _label_value(raw: Any) -> int | None:
         raise ValueError(f"label_value must be a positive integer label value, got {raw!r}")
     try:
         value = float(raw)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: a JSON integer beyond float range (e.g. 10**400)
         raise ValueError(f"label_value must be a positive integer label value, got {raw!r}") from None
     if not np.isfinite(value) or value != int(value) or value < 1:
         raise ValueError(f"label_value must be a positive integer label value, got {raw!r}")
@@ -148,4 +157,61 @@ def click_item(request: Mapping[str, Any], workdir: Path) -> dict[str, Any]:
         item[key] = [list(c) if isinstance(c, list | tuple) else c for c in clicks]
     if not item["foreground"] and not item["background"]:
         raise ValueError('no clicks: send params {"foreground": [[i, j, k], ...], "background": [...]}')
+    return item
+
+
+_SCRIBBLE_NAMES = {"foreground_scribbles": "scribbles_fg_value", "background_scribbles": "scribbles_bg_value"}
+
+
+def _scribble_values(request: Mapping[str, Any]) -> dict[str, int]:
+    """Label values of the foreground/background scribbles: ``label_info`` (3D Slicer), else params, else defaults."""
+    values = {"scribbles_fg_value": SCRIBBLES_FG_VALUE, "scribbles_bg_value": SCRIBBLES_BG_VALUE}
+    for key in values:
+        if request.get(key) is not None:
+            values[key] = _label_value(request[key]) or values[key]
+    label_info = request.get("label_info")
+    if label_info is not None:
+        if not isinstance(label_info, list | tuple):
+            raise ValueError(f"label_info must be a list of {{'name': ..., 'id': ...}}, got {label_info!r}")
+        for entry in label_info:
+            if isinstance(entry, Mapping) and entry.get("name") in _SCRIBBLE_NAMES and entry.get("id") is not None:
+                values[_SCRIBBLE_NAMES[str(entry["name"])]] = _label_value(entry["id"]) or 0
+    if values["scribbles_fg_value"] == values["scribbles_bg_value"]:
+        raise ValueError(f"foreground and background scribbles share the label value {values['scribbles_fg_value']}")
+    return values
+
+
+def box_scribbles_item(request: Mapping[str, Any], workdir: Path) -> dict[str, Any]:
+    """Item ``{"box", "scribbles"?, "scribbles_fg_value", "scribbles_bg_value"}`` for the BIFSeg bundle.
+
+    The box comes as ``params["box"]`` (``[[i0, j0, k0], [i1, j1, k1]]``, stop exclusive) or as MONAI Label's
+    ``params["roi"]`` (``[i0, i1, j0, j1, k0, k1]``, what 3D Slicer's scribbles tool sends); voxel indices of the image
+    as stored, checked against the image by the bundle (:class:`common.boxes.BoxMaskd`). Scribbles are optional: the
+    viewer's uploaded label volume (multipart file ``label``), foreground and background scribbles told apart by their
+    label values (``label_info`` entries ``foreground_scribbles`` / ``background_scribbles`` as 3D Slicer sends them,
+    else ``params`` ``scribbles_fg_value`` / ``scribbles_bg_value``, else MONAI Label's defaults 3 / 2).
+
+    Args:
+        request: the MONAI Label request.
+        workdir: unused (the signature every item builder shares).
+
+    Raises:
+        ValueError: no box, or equal scribble values.
+        FileNotFoundError: the uploaded label path does not exist.
+    """
+    box = request.get("box")
+    if box is None:
+        box = request.get("roi")
+    if box is None or (isinstance(box, list | tuple) and len(box) == 0):
+        raise ValueError(
+            'no box: send params {"roi": [i0, i1, j0, j1, k0, k1]} (MONAI Label) or {"box": [[i0, j0, k0], '
+            "[i1, j1, k1]]} in voxel indices of the image as stored"
+        )
+    item: dict[str, Any] = {"box": box, **_scribble_values(request)}
+    label = request.get("label")
+    if isinstance(label, str) and label:
+        path = Path(label)
+        if not path.is_file():
+            raise FileNotFoundError(f"the scribbles {label!r} do not exist: upload them as the multipart file 'label'")
+        item["scribbles"] = str(path)
     return item

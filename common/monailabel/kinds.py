@@ -12,6 +12,9 @@ of bundle-to-kind configuration; the app and its tasks do not change. Built-in k
 ``slice_propagation``
     The viewer uploads its current label volume (the user's annotated slices) as the multipart file ``label``;
     see :func:`~common.monailabel.items.slice_propagation_item`.
+``box_scribbles``
+    The viewer sends a box (MONAI Label's ``roi``) and optionally uploads its scribbles as a label volume, as 3D
+    Slicer's scribbles tool does; see :func:`~common.monailabel.items.box_scribbles_item`.
 ``clicks``
     The viewer sends ``foreground`` / ``background`` clicks (voxel indices ``[i, j, k]`` of the image as stored) in
     ``params``, as MONAI Label's DeepGrow clients do; see :func:`~common.monailabel.items.click_item`.
@@ -25,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common.monailabel.items import click_item, slice_propagation_item
+from common.monailabel.items import box_scribbles_item, click_item, slice_propagation_item
 
 __all__ = ["INFER_TYPES", "InteractionKind", "ItemBuilder", "get_kind", "register_kind", "registered_kinds"]
 
@@ -134,5 +137,13 @@ register_kind(
         infer_type="deepgrow",
         build_item=click_item,
         description="segments a structure from foreground/background clicks",
+    )
+)
+register_kind(
+    InteractionKind(
+        name="box_scribbles",
+        infer_type="scribbles",
+        build_item=box_scribbles_item,
+        description="segments what a box holds; scribbles (uploaded label volume) correct it by fine-tuning",
     )
 )

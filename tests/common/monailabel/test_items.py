@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from common.monailabel.items import binarise_annotation, click_item, slice_propagation_item
+from common.monailabel.items import binarise_annotation, box_scribbles_item, click_item, slice_propagation_item
 
 SHAPE = (8, 9, 10)  # all sides differ: a transposed copy cannot go unnoticed
 AFFINE = np.array([[0.8, 0, 0, -3.0], [0, 0.9, 0, 4.0], [0, 0, 2.5, -5.0], [0, 0, 0, 1]])
@@ -132,3 +132,53 @@ def test_click_item_without_clicks_raises(tmp_path: Path, request_: dict[str, ob
 def test_click_item_rejects_non_list_clicks(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="foreground must be a list of clicks"):
         click_item({"foreground": "[[1, 2, 3]]"}, tmp_path)
+
+
+# --- box + scribbles (BIFSeg) -----------------------------------------------------------------------------------------
+
+
+def test_box_scribbles_item_takes_slicers_roi_and_label_info(tmp_path: Path) -> None:
+    upload = tmp_path / "label.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4)), str(upload))
+    request = {
+        "image": "img.nii.gz",
+        "label": str(upload),
+        "roi": [10, 2, 3, 12, 5, 5],
+        "label_info": [
+            {"name": "liver", "id": 1},
+            {"name": "background_scribbles", "id": 4},
+            {"name": "foreground_scribbles", "id": 5},
+        ],
+    }
+    item = box_scribbles_item(request, tmp_path)
+    assert item == {
+        "box": [10, 2, 3, 12, 5, 5],
+        "scribbles": str(upload),
+        "scribbles_fg_value": 5,
+        "scribbles_bg_value": 4,
+    }
+
+
+def test_box_scribbles_item_defaults_and_params(tmp_path: Path) -> None:
+    item = box_scribbles_item({"box": [[0, 0, 0], [2, 2, 2]]}, tmp_path)
+    assert item == {"box": [[0, 0, 0], [2, 2, 2]], "scribbles_fg_value": 3, "scribbles_bg_value": 2}
+    item = box_scribbles_item({"roi": [0, 2, 0, 2, 0, 2], "scribbles_fg_value": 7}, tmp_path)
+    assert item["scribbles_fg_value"] == 7
+
+
+@pytest.mark.parametrize(
+    ("request_", "error", "message"),
+    [
+        ({}, ValueError, "no box"),
+        ({"roi": []}, ValueError, "no box"),
+        ({"roi": [0, 1, 0, 1, 0, 1], "label": "/nonexistent/label.nii.gz"}, FileNotFoundError, "do not exist"),
+        ({"roi": [0, 1, 0, 1, 0, 1], "scribbles_fg_value": 2}, ValueError, "share the label value"),
+        ({"roi": [0, 1, 0, 1, 0, 1], "label_info": "x"}, ValueError, "label_info"),
+        ({"roi": [0, 1, 0, 1, 0, 1], "scribbles_bg_value": -1}, ValueError, "positive integer"),
+    ],
+)
+def test_box_scribbles_item_bad_requests(
+    tmp_path: Path, request_: dict[str, object], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        box_scribbles_item(request_, tmp_path)
