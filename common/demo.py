@@ -10,7 +10,10 @@ Steps (each prints progress and writes its results under ``--out``):
    volume with ``configs/inference.json``, and run the paper's correction protocol through the same evaluation core;
 4. DeepGrow clicks: train the bundle's quick configuration (to show the training path), then, with the bundle's
    shipped weights, segment an unseen structure from one click per slice with ``configs/inference.json`` and run
-   the click protocol (1 .. ``--rounds`` clicks per slice) with ``configs/evaluate.json``.
+   the click protocol (1 .. ``--rounds`` clicks per slice) with ``configs/evaluate.json``;
+5. BIFSeg: train the bundle's quick configuration, then, with the shipped weights, segment an unseen structure from a
+   box on one slice (``configs/inference.json``, image-specific fine-tuning) and run the box-then-scribbles protocol
+   with ``configs/evaluate.json``.
 """
 
 from __future__ import annotations
@@ -25,13 +28,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "run_deepgrow_clicks", "run_region_grow_baseline", "run_slice_propagation"]
+__all__ = ["main", "run_bifseg", "run_deepgrow_clicks", "run_region_grow_baseline", "run_slice_propagation"]
 
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROPAGATION_BUNDLE = REPO_ROOT / "bundles" / "slice_propagation"
 DEEPGROW_BUNDLE = REPO_ROOT / "bundles" / "deepgrow_clicks"
+BIFSEG_BUNDLE = REPO_ROOT / "bundles" / "bifseg"
 
 
 def _ensure_dataset(data_dir: Path, n_cases: int, seed: int) -> Path:
@@ -252,6 +256,73 @@ def run_deepgrow_clicks(data_dir: Path, out_dir: Path, n_rounds: int, epochs: in
     return out_dir / "interactive" / "summary.json"
 
 
+def run_bifseg(data_dir: Path, out_dir: Path, n_rounds: int, epochs: int) -> Path:
+    """Train the BIFSeg bundle's quick configuration, then segment an unseen structure from a box on one slice with
+    the shipped weights (``inference.json``) and run the box-then-scribbles protocol (``evaluate.json``).
+
+    Returns:
+        the path of the evaluation's ``summary.json``.
+    """
+    import numpy as np
+
+    from common.boxes import box_from_mask
+    from common.data import load_msd_dataset, select_fold
+    from common.evaluation import dice
+    from common.visualization import save_label_montage
+
+    configs = BIFSEG_BUNDLE / "configs"
+    shipped = BIFSEG_BUNDLE / "models" / "model.pt"
+    common_args = ["--bundle_root", str(BIFSEG_BUNDLE), "--dataset_dir", str(data_dir)]
+    start = time.perf_counter()
+    print(f"[demo] BIFSeg: training the quick configuration for {epochs} epochs ...")
+    _monai_bundle(
+        ["run", "--config_file", repr([str(configs / "train.json"), str(configs / "quick.json")]), *common_args,
+         "--ckpt_dir", str(out_dir / "models"), "--output_dir", str(out_dir / "runs"), "--max_epochs", str(epochs),
+         "--val_interval", str(epochs)],
+        out_dir / "train.log",
+    )  # fmt: skip
+    print(f"[demo] trained in {time.perf_counter() - start:.0f} s (log: {out_dir / 'train.log'}); the steps below use")
+    print(f"[demo] the bundle's shipped weights {shipped.relative_to(REPO_ROOT)} (see bundles/bifseg/docs)")
+
+    dataset = load_msd_dataset(data_dir)
+    item = select_fold(dataset.training, 0).val[0]
+    case_id, image = item["case_id"], Path(item["image"])
+    truth = np.asarray(_nifti(item["label"]).dataobj) == dataset.label_value("kidney_right")
+    k = int(np.argmax(truth.sum(axis=(0, 1))))  # the phantoms are stored RAS: axis 2 is axial
+    on_slice = np.zeros_like(truth)
+    on_slice[..., k] = truth[..., k]
+    start_box, stop_box = box_from_mask(on_slice, margin=(5, 5, 0))
+    datalist = out_dir / "datalist.json"
+    box = [list(start_box), list(stop_box)]
+    datalist.write_text(json.dumps({"datalist": [{"image": str(image), "box": box}]}))
+    masks = out_dir / "masks"
+    _monai_bundle(
+        ["run", "--config_file", repr([str(configs / "inference.json"), str(datalist)]),
+         "--bundle_root", str(BIFSEG_BUNDLE), "--output_dir", str(masks)],
+        out_dir / "inference.log",
+    )  # fmt: skip
+    mask = np.asarray(_nifti(masks / f"{case_id}_bifseg.nii.gz").dataobj) > 0
+    png = save_label_montage(
+        np.asarray(_nifti(image).dataobj), on_slice.astype(np.uint8), out_dir / "kidney_right_box.png",
+        label_names={1: "kidney_right (ground truth)"}, prediction=mask.astype(np.uint8),
+        prediction_colour="yellow", title=f"{case_id}: a box on slice {k} of an unseen structure (contour: BIFSeg 2D)",
+    )  # fmt: skip
+    print(
+        f"[demo] box {box} on kidney_right (unseen) in {case_id}: Dice on slice {k} "
+        f"{dice(mask[..., k], truth[..., k]):.3f} -> {png}"
+    )
+    subset = out_dir / "eval_subset.json"  # one validation volume (one slice of each structure), the shipped weights
+    subset.write_text(
+        json.dumps({"eval_items": "$common.data.expand_structures(@split.val[:1], @eval_dataset, level='volume')"})
+    )
+    eval_files = repr([str(configs / "inference.json"), str(configs / "evaluate.json"), str(subset)])
+    _monai_bundle(
+        ["run", "--config_file", eval_files, *common_args, "--output_dir", str(out_dir), "--n_rounds", str(n_rounds)],
+        out_dir / "evaluate.log",
+    )
+    return out_dir / "interactive_bifseg_2d_bifseg" / "summary.json"
+
+
 def _print_summary(summary_path: Path, label: str) -> None:
     summary = json.loads(summary_path.read_text())
     for method, block in summary["methods"].items():
@@ -272,6 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=4, help="training epochs of the quick slice-propagation model")
     parser.add_argument("--skip-propagation", action="store_true", help="skip the slice-propagation step")
     parser.add_argument("--skip-clicks", action="store_true", help="skip the DeepGrow click step")
+    parser.add_argument("--skip-bifseg", action="store_true", help="skip the BIFSeg box and scribbles step")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -288,6 +360,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.skip_clicks:
         summary = run_deepgrow_clicks(data_dir, out / "deepgrow_clicks", n_rounds=args.rounds, epochs=2)
         _print_summary(summary, "clicks per slice")
+        print(f"[demo] wrote {summary.parent}/rounds.csv, summary.json and curves.png")
+    if not args.skip_bifseg:
+        summary = run_bifseg(data_dir, out / "bifseg", n_rounds=args.rounds, epochs=1)
+        _print_summary(summary, "box + scribble rounds")
         print(f"[demo] wrote {summary.parent}/rounds.csv, summary.json and curves.png")
     return 0
 

@@ -21,9 +21,10 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert (data / "dataset.json").is_file()
     assert (data / "montage_phantom_000.png").is_file()
-    for method in ("region_grow", "slice_propagation/interactive_nearest"):
+    for method in ("region_grow", "slice_propagation/interactive_nearest", "bifseg/interactive_bifseg_2d_bifseg"):
         summary = json.loads((out / method / "summary.json").read_text())
         assert summary["methods"], method
         assert (out / method / "curves.png").stat().st_size > 0
     assert (out / "slice_propagation" / "kidney_right_propagation.png").is_file()
+    assert (out / "bifseg" / "kidney_right_box.png").is_file()
     assert "mean Dice per round" in result.stdout

@@ -10,6 +10,7 @@ seconds to minutes on a 2-core CPU (tiny network, few samples); tests and the RE
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -228,6 +229,12 @@ def test_spacing_and_intensity_agree_in_metadata_train_and_inference(bundle: Pat
     meta = read_config(bundle / "configs" / "metadata.json")
     for name in ("train.json", "inference.json"):
         config = read_config(bundle / "configs" / name)
+        if meta["input_geometry"]["spacing_mm"] is None:  # box crops resized to the network's size (BIFSeg)
+            assert "target_spacing" not in config, name
+            assert {"resize_rule", "resize_size", "resize_axes"} <= set(config), name
+            assert meta["intensity_normalisation"]["mode"] == "box_zscore"
+            assert '"NormalizeIntensityd"' in json.dumps(config), name
+            continue
         spacing = [None if s <= 0 else s for s in config["target_spacing"]]
         assert spacing == meta["input_geometry"]["spacing_mm"], name
         assert config["intensity_mode"] == meta["intensity_normalisation"]["mode"], name
@@ -273,7 +280,14 @@ def test_torchscript_swap_of_network_def_runs_inference(bundle: Path, tiny_phant
     annotation[..., k] = truth[..., k]
     nib.save(nib.Nifti1Image(annotation, label.affine), tmp_path / "annotation.nii.gz")
     i, j = (int(v) for v in np.argwhere(truth[..., k])[0])
-    item = {"image": str(image), "annotation": str(tmp_path / "annotation.nii.gz"), "foreground": [[i, j, k]]}
+    rows, cols = np.nonzero(truth[..., k])
+    box = [[int(rows.min()) - 3, int(cols.min()) - 3, k], [int(rows.max()) + 4, int(cols.max()) + 4, k + 1]]
+    item = {  # what each bundle reads: an annotated slice, a click, a box on that slice
+        "image": str(image),
+        "annotation": str(tmp_path / "annotation.nii.gz"),
+        "foreground": [[i, j, k]],
+        "box": box,
+    }
     (tmp_path / "datalist.json").write_text(json.dumps({"datalist": [item]}))
     run_monai_bundle(
         ["run", "--config_file", repr([str(configs / "inference.json"), str(tmp_path / "datalist.json")]),

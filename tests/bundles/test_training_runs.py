@@ -15,7 +15,7 @@ import torch
 from common.training.checkpoints import latest_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
-BUNDLES = ("slice_propagation", "deepgrow_clicks")
+BUNDLES = ("slice_propagation", "deepgrow_clicks", "bifseg")
 
 
 def _digest(path: Path) -> str:

@@ -170,3 +170,20 @@ def test_inferer_under_no_grad_keeps_meta_and_network(spatial_dims: int) -> None
         inferer(torch.zeros(1, 1, *shape), net)
     with pytest.raises(ValueError, match="mode"):
         BoxRefinementInferer(mode="x")
+
+
+def test_runaway_shrinkage_stops_and_keeps_the_last_stable_label() -> None:
+    """Only a background scribble: if an alternation removes more than max_shrink of the foreground, the fine-tuning
+    stops and returns the label before that update (never an empty result from self-training)."""
+    image, inside = _blob_image()
+    net = _trained_network(image, inside)
+    codes = np.zeros(image.shape, np.uint8)
+    codes[10:22, 18:22] = SCRIBBLE_BG  # a background stroke through the object
+    features = _features(net, image)
+    strict = refine(features, net.head, image, codes, params_from("2d", max_shrink=1e-6, iterations=30), "bifseg")
+    stops = [h for h in strict.history if h["step"].startswith("stopped")]
+    assert stops, strict.history
+    assert strict.label.sum() == stops[0]["foreground_before"]
+    assert strict.label.sum() > 0
+    with pytest.raises(ValueError, match="max_shrink"):
+        RefinementParams(max_shrink=0.0)
