@@ -23,11 +23,10 @@ from scipy import stats
 
 from common.evaluation.cases import EvalCase
 from common.evaluation.loop import ModelAdapter, run_interactive_evaluation
-from common.evaluation.plots import make_metric_figure
 from common.evaluation.records import RoundRecord, write_json
 from common.interaction.robot import RobotUser
 
-__all__ = ["compare_methods", "comparison_tables", "paired_t_test"]
+__all__ = ["compare_methods", "comparison_tables", "paired_t_test", "plot_comparison", "tables_markdown"]
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +140,39 @@ def tables_markdown(tables: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot_comparison(tables: Mapping[str, Any], out_png: str | Path, title: str = "Dice per interaction round") -> Path:
+    """One panel per structure group (``all`` last), one line per method: mean Dice after each reported round.
+
+    Args:
+        tables: the output of :func:`comparison_tables` (or ``comparison.json``).
+        out_png: where to write the PNG.
+    """
+    methods = list(tables["methods"])
+    groups = [g for g in next(iter(tables["methods"].values()), {}) if g != "all"] + ["all"]
+    figure, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.6), sharey=True, squeeze=False)
+    markers = "os^vD<>pP*"
+    for ax, group in zip(axes[0], groups, strict=True):
+        for index, method in enumerate(methods):
+            per_round = tables["methods"][method].get(group, {})
+            rounds = sorted(per_round, key=int)
+            ax.plot(
+                [int(r) for r in rounds],
+                [per_round[r]["dice_mean"] for r in rounds],
+                marker=markers[index % len(markers)],
+                label=method,
+            )
+        ax.set_title(group)
+        ax.set_xlabel("interaction round (1 = the box)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("mean Dice")
+    axes[0][-1].legend(fontsize=8, loc="lower right")
+    figure.suptitle(title)
+    out = Path(out_png)
+    figure.savefig(out, dpi=120, bbox_inches="tight")
+    plt.close(figure)
+    return out
+
+
 def compare_methods(
     cases: Sequence[EvalCase],
     adapters: Mapping[str, ModelAdapter],
@@ -191,8 +223,6 @@ def compare_methods(
     tables = comparison_tables(results, reference, rounds)
     write_json(tables, out / "comparison.json")
     (out / "comparison.md").write_text(tables_markdown(tables), encoding="utf-8")
-    figure = make_metric_figure(list(summaries.values()), metrics="dice", title="Dice per interaction round")
-    figure.savefig(out / "comparison.png", dpi=120, bbox_inches="tight")
-    plt.close(figure)
+    plot_comparison(tables, out / "comparison.png")
     logger.info("comparison written to %s", out)
     return tables
