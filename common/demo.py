@@ -191,6 +191,40 @@ def run_slice_propagation(data_dir: Path, out_dir: Path, n_rounds: int, epochs: 
     return out_dir / "interactive_nearest" / "summary.json"
 
 
+def _train_quick_then_use_shipped(bundle: Path, title: str, data_dir: Path, out_dir: Path, epochs: int) -> None:
+    """Train ``bundle``'s quick configuration (to show the training path), then announce the shipped weights."""
+    configs = bundle / "configs"
+    shipped = bundle / "models" / "model.pt"
+    start = time.perf_counter()
+    print(f"[demo] {title}: training the quick configuration for {epochs} epochs ...")
+    _monai_bundle(
+        ["run", "--config_file", repr([str(configs / "train.json"), str(configs / "quick.json")]),
+         "--bundle_root", str(bundle), "--dataset_dir", str(data_dir), "--ckpt_dir", str(out_dir / "models"),
+         "--output_dir", str(out_dir / "runs"), "--max_epochs", str(epochs), "--val_interval", str(epochs)],
+        out_dir / "train.log",
+    )  # fmt: skip
+    print(f"[demo] trained in {time.perf_counter() - start:.0f} s (log: {out_dir / 'train.log'}); the steps below use")
+    print(
+        f"[demo] the bundle's shipped weights {shipped.relative_to(REPO_ROOT)} "
+        f"(see {bundle.relative_to(REPO_ROOT)}/docs)"
+    )
+
+
+def _evaluate_one_validation_volume(bundle: Path, data_dir: Path, out_dir: Path, n_rounds: int) -> None:
+    """``evaluate.json`` on the first validation volume (all its structures) with the shipped weights."""
+    configs = bundle / "configs"
+    subset = out_dir / "eval_subset.json"
+    subset.write_text(
+        json.dumps({"eval_items": "$common.data.expand_structures(@split.val[:1], @eval_dataset, level='volume')"})
+    )
+    eval_files = repr([str(configs / "inference.json"), str(configs / "evaluate.json"), str(subset)])
+    _monai_bundle(
+        ["run", "--config_file", eval_files, "--bundle_root", str(bundle), "--dataset_dir", str(data_dir),
+         "--output_dir", str(out_dir), "--n_rounds", str(n_rounds)],
+        out_dir / "evaluate.log",
+    )  # fmt: skip
+
+
 def run_deepgrow_clicks(data_dir: Path, out_dir: Path, n_rounds: int, epochs: int) -> Path:
     """Train the DeepGrow bundle's quick configuration, then segment an unseen structure from clicks with the
     shipped weights (``inference.json``) and run the click protocol (``evaluate.json``).
@@ -206,18 +240,7 @@ def run_deepgrow_clicks(data_dir: Path, out_dir: Path, n_rounds: int, epochs: in
     from common.visualization import save_label_montage
 
     configs = DEEPGROW_BUNDLE / "configs"
-    shipped = DEEPGROW_BUNDLE / "models" / "model.pt"
-    common_args = ["--bundle_root", str(DEEPGROW_BUNDLE), "--dataset_dir", str(data_dir)]
-    start = time.perf_counter()
-    print(f"[demo] DeepGrow clicks: training the quick configuration for {epochs} epochs ...")
-    _monai_bundle(
-        ["run", "--config_file", repr([str(configs / "train.json"), str(configs / "quick.json")]), *common_args,
-         "--ckpt_dir", str(out_dir / "models"), "--output_dir", str(out_dir / "runs"), "--max_epochs", str(epochs),
-         "--val_interval", str(epochs)],
-        out_dir / "train.log",
-    )  # fmt: skip
-    print(f"[demo] trained in {time.perf_counter() - start:.0f} s (log: {out_dir / 'train.log'}); the steps below use")
-    print(f"[demo] the bundle's shipped weights {shipped.relative_to(REPO_ROOT)} (see bundles/deepgrow_clicks/docs)")
+    _train_quick_then_use_shipped(DEEPGROW_BUNDLE, "DeepGrow clicks", data_dir, out_dir, epochs)
 
     dataset = load_msd_dataset(data_dir)
     item = select_fold(dataset.training, 0).val[0]
@@ -244,15 +267,7 @@ def run_deepgrow_clicks(data_dir: Path, out_dir: Path, n_rounds: int, epochs: in
         f"Dice {dice(mask, truth):.3f} -> {png}"
     )
 
-    subset = out_dir / "eval_subset.json"  # one validation volume (all its structures), the shipped weights
-    subset.write_text(
-        json.dumps({"eval_items": "$common.data.expand_structures(@split.val[:1], @eval_dataset, level='volume')"})
-    )
-    eval_files = repr([str(configs / "inference.json"), str(configs / "evaluate.json"), str(subset)])
-    _monai_bundle(
-        ["run", "--config_file", eval_files, *common_args, "--output_dir", str(out_dir), "--n_rounds", str(n_rounds)],
-        out_dir / "evaluate.log",
-    )
+    _evaluate_one_validation_volume(DEEPGROW_BUNDLE, data_dir, out_dir, n_rounds)
     return out_dir / "interactive" / "summary.json"
 
 
@@ -271,18 +286,7 @@ def run_bifseg(data_dir: Path, out_dir: Path, n_rounds: int, epochs: int) -> Pat
     from common.visualization import save_label_montage
 
     configs = BIFSEG_BUNDLE / "configs"
-    shipped = BIFSEG_BUNDLE / "models" / "model.pt"
-    common_args = ["--bundle_root", str(BIFSEG_BUNDLE), "--dataset_dir", str(data_dir)]
-    start = time.perf_counter()
-    print(f"[demo] BIFSeg: training the quick configuration for {epochs} epochs ...")
-    _monai_bundle(
-        ["run", "--config_file", repr([str(configs / "train.json"), str(configs / "quick.json")]), *common_args,
-         "--ckpt_dir", str(out_dir / "models"), "--output_dir", str(out_dir / "runs"), "--max_epochs", str(epochs),
-         "--val_interval", str(epochs)],
-        out_dir / "train.log",
-    )  # fmt: skip
-    print(f"[demo] trained in {time.perf_counter() - start:.0f} s (log: {out_dir / 'train.log'}); the steps below use")
-    print(f"[demo] the bundle's shipped weights {shipped.relative_to(REPO_ROOT)} (see bundles/bifseg/docs)")
+    _train_quick_then_use_shipped(BIFSEG_BUNDLE, "BIFSeg", data_dir, out_dir, epochs)
 
     dataset = load_msd_dataset(data_dir)
     item = select_fold(dataset.training, 0).val[0]
@@ -311,15 +315,7 @@ def run_bifseg(data_dir: Path, out_dir: Path, n_rounds: int, epochs: int) -> Pat
         f"[demo] box {box} on kidney_right (unseen) in {case_id}: Dice on slice {k} "
         f"{dice(mask[..., k], truth[..., k]):.3f} -> {png}"
     )
-    subset = out_dir / "eval_subset.json"  # one validation volume (one slice of each structure), the shipped weights
-    subset.write_text(
-        json.dumps({"eval_items": "$common.data.expand_structures(@split.val[:1], @eval_dataset, level='volume')"})
-    )
-    eval_files = repr([str(configs / "inference.json"), str(configs / "evaluate.json"), str(subset)])
-    _monai_bundle(
-        ["run", "--config_file", eval_files, *common_args, "--output_dir", str(out_dir), "--n_rounds", str(n_rounds)],
-        out_dir / "evaluate.log",
-    )
+    _evaluate_one_validation_volume(BIFSEG_BUNDLE, data_dir, out_dir, n_rounds)  # one slice of each structure
     return out_dir / "interactive_bifseg_2d_bifseg" / "summary.json"
 
 

@@ -38,8 +38,16 @@ def test_resume_continues_a_stopped_run(bundle: str, train_quick: Callable[..., 
     assert second.endswith("epoch=2.pt")
     resumed = torch.load(second, weights_only=True)
     assert resumed["trainer"]["iteration"] == 2 * epoch_length  # epoch 2 ran on top of epoch 1, not from scratch
-    for key in state["optimizer"]["state"]:  # Adam's step count went on from the stored one
-        assert int(resumed["optimizer"]["state"][key]["step"]) == 2 * int(state["optimizer"]["state"][key]["step"])
+    for key, first_state in state["optimizer"]["state"].items():
+        if "step" in first_state:  # Adam's step count went on from the stored one
+            assert int(resumed["optimizer"]["state"][key]["step"]) == 2 * int(first_state["step"])
+        else:  # SGD with momentum (BIFSeg's paper recipe): the momentum buffers were restored, then updated
+            assert "momentum_buffer" in resumed["optimizer"]["state"][key]
+            assert not torch.equal(
+                resumed["optimizer"]["state"][key]["momentum_buffer"], first_state["momentum_buffer"]
+            )
+    if "lr_scheduler" in state:  # the schedule went on too
+        assert resumed["lr_scheduler"]["last_epoch"] == 2 * state["lr_scheduler"]["last_epoch"]
     assert _digest(shipped) == before  # training never writes into the bundle's models/
 
 

@@ -29,7 +29,8 @@ def test_pick_slices_largest_first_then_spread() -> None:
     assert pick_slices(areas, 1, 20) == [3]
     picked = pick_slices(areas, 3, 20)
     assert picked[0] == 3
-    assert len(picked) == 3
+    assert 2 <= len(picked) <= 3  # "up to": a quantile slice equal to the largest one is not repeated
+    assert len(set(picked)) == len(picked)
     assert all(areas[i] >= 20 for i in picked)
     assert pick_slices(areas, 2, 1000) == []
     with pytest.raises(ValueError, match="count"):
