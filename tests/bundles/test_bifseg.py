@@ -185,3 +185,13 @@ def test_3d_config_trains_and_segments_a_box(
     assert tuple(out.shape[1:]) == truth.shape
     with pytest.raises(ValueError, match="this is a 3D model"):
         pipeline({"image": str(tiny_phantoms / "imagesTr" / "phantom_000.nii.gz"), "box": [[10, 10, 5], [30, 30, 6]]})
+
+
+def test_shipped_3d_weights_match_the_3d_network() -> None:
+    from common.bundle.pipeline import load_bundle_config
+
+    parser = load_bundle_config([CONFIGS / "inference.json", CONFIGS / "3d.json"], BUNDLE)
+    network = parser.get_parsed_content("network_def")
+    state = torch.load(BUNDLE / "models" / "model_3d.pt", map_location="cpu", weights_only=True)
+    network.load_state_dict(state, strict=True)
+    assert network.spatial_dims == 3
