@@ -176,9 +176,9 @@ class RandSliceOfLabeld(Randomizable, MapTransform):
                 index = int(self.R.choice(candidates))
             else:
                 index = int(np.argmax(counts))
-            keep = torch.zeros(label.shape, dtype=torch.bool)
-            keep[..., index] = True
-            d[key] = label * _like(label, keep).to(label.device).to(label.dtype)
+            keep = torch.zeros(label.shape, dtype=label.dtype, device=label.device)
+            keep[..., index] = 1
+            d[key] = label * keep
             d[f"{key}_slice"] = index
         return d
 

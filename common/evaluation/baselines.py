@@ -9,6 +9,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import watershed
 
+from common.boxes.box import box_mask
 from common.evaluation.cases import CaseInfo
 from common.interaction.state import InteractionState
 
@@ -224,7 +225,7 @@ class IntensityRegionGrowAdapter:
         windows = self._intensity_windows(np.asarray(image, dtype=np.float32), state, fg)
         allowed = ~(bg & ~fg)
         if state.box is not None:
-            allowed &= _box_mask(shape, state.box)
+            allowed &= box_mask(shape, state.box)
         result = np.zeros(shape, dtype=bool)
         for centre, half_width in windows:
             candidates = ((np.abs(smooth - centre) <= half_width) & allowed) | fg
@@ -239,13 +240,6 @@ class IntensityRegionGrowAdapter:
             result[_slice_index(shape, state.axis, index)] = np.asarray(mask) > 0
         logger.debug("region grow: windows (centre, half-width) %s, %d voxels", windows, int(result.sum()))
         return result.astype(np.uint8)
-
-
-def _box_mask(shape: tuple[int, ...], box: tuple[tuple[int, ...], tuple[int, ...]]) -> np.ndarray:
-    """Boolean ``shape`` mask of ``box`` = ``(start, stop)`` voxel indices (start inclusive, stop exclusive)."""
-    mask = np.zeros(shape, dtype=bool)
-    mask[tuple(slice(int(a), int(b)) for a, b in zip(box[0], box[1], strict=True))] = True
-    return mask
 
 
 def _touches(a: np.ndarray, b: np.ndarray) -> bool:

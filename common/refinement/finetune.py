@@ -27,7 +27,7 @@ import copy
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -43,7 +43,6 @@ __all__ = [
     "PRESETS",
     "RefinementParams",
     "RefinementResult",
-    "params_dict",
     "params_from",
     "refine",
     "weighted_cross_entropy",
@@ -281,10 +280,8 @@ def _fine_tune(
         weight_all = torch.as_tensor(weights.reshape(-1), dtype=features.dtype, device=features.device)
         useful = torch.nonzero(weight_all > 0).flatten().cpu()  # zero-weight voxels add nothing to the loss
         tuned.train()
-        losses = [0.0]  # no voxel of non-zero weight: nothing to learn from, the head stays as it is
-        for _ in range(params.iterations if len(useful) else 0):
-            if len(losses) == 1 and losses[0] == 0.0:
-                losses = []
+        losses: list[float] = []
+        for _ in range(params.iterations if len(useful) else 0):  # no voxel of non-zero weight: nothing to learn
             index = useful
             if params.voxels_per_step is not None and len(useful) > params.voxels_per_step:
                 pick = torch.randperm(len(useful), generator=generator)[: params.voxels_per_step]
@@ -304,8 +301,8 @@ def _fine_tune(
         history.append(
             {
                 "step": f"network_{step}",
-                "loss_first": losses[0],
-                "loss_last": losses[-1],
+                "loss_first": losses[0] if losses else 0.0,
+                "loss_last": losses[-1] if losses else 0.0,
                 "zero_weight_voxels": int((weights == 0).sum()),
                 "seconds": time.perf_counter() - t,
             }
@@ -328,8 +325,3 @@ def params_from(preset: str | RefinementParams | None = None, **overrides: Any) 
         raise ValueError(f"unknown preset {preset!r}; presets: {sorted(PRESETS)}")
     base = PRESETS[preset] if isinstance(preset, str) else (preset or PRESETS["2d"])
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})
-
-
-def params_dict(params: RefinementParams) -> dict[str, Any]:
-    """JSON-serialisable parameters."""
-    return asdict(params)
