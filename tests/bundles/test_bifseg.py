@@ -195,3 +195,17 @@ def test_shipped_3d_weights_match_the_3d_network() -> None:
     state = torch.load(BUNDLE / "models" / "model_3d.pt", map_location="cpu", weights_only=True)
     network.load_state_dict(state, strict=True)
     assert network.spatial_dims == 3
+
+
+@pytest.mark.parametrize("extra", [[], ["3d.json"]], ids=["2d", "3d"])
+def test_compare_json_builds_every_method_from_the_bundle_pipeline(extra: list[str]) -> None:
+    from common.bundle.pipeline import load_bundle_config
+
+    files = [CONFIGS / f for f in ["inference.json", *extra, "evaluate.json", "compare.json"]]
+    adapters = load_bundle_config(files, BUNDLE).get_parsed_content("adapters")
+    assert list(adapters) == ["cnn", "cnn_crf", "bifseg_unweighted", "bifseg", "grabcut", "random_walker"]
+    modes = {name: adapters[name].pipeline.inferer for name in ("cnn", "cnn_crf", "bifseg_unweighted", "bifseg")}
+    assert [m.mode for m in modes.values()] == ["cnn", "crf", "bifseg", "bifseg"]
+    assert not modes["bifseg_unweighted"].params.weighted
+    assert modes["bifseg"].params.weighted
+    assert all(m.params.epsilon == 0.05 for m in modes.values())  # the bundle's refinement_params reach every mode
