@@ -145,6 +145,10 @@ class BundleInferencePipeline:
             device=run_device,
         )
 
+    def preprocess(self, item: Mapping[Any, Any]) -> dict[Any, Any]:
+        """The bundle's pre-processing of ``item`` alone (``data[image_key]`` is the network input, no batch dim)."""
+        return _run(self.preprocessing, dict(item), "preprocessing")
+
     def predict(self, data: dict[Any, Any]) -> dict[Any, Any]:
         """The inferer on pre-processed ``data`` (MONAI Label's ``run_inferer``): adds ``data[pred_key]``."""
         inputs = data[self.image_key]
@@ -161,8 +165,7 @@ class BundleInferencePipeline:
             ValueError: whatever the bundle's transforms reject (clicks outside the image, an annotation on another
                 grid, a 4-D image, ...), with their messages.
         """
-        data = _run(self.preprocessing, dict(item), "preprocessing")
-        return _run(self.postprocessing, self.predict(data), "postprocessing")
+        return _run(self.postprocessing, self.predict(self.preprocess(item)), "postprocessing")
 
 
 def _run(transforms: Sequence[Callable[..., Any]], data: dict[Any, Any], part: str) -> dict[Any, Any]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from monai.utils import convert_to_numpy
 
 from common.bundle.pipeline import BundleInferencePipeline
@@ -55,19 +56,36 @@ class BundleAdapter:
         self.name = name
         self.threshold = float(threshold)
 
+    def _item(self, shape: tuple[int, ...], state: InteractionState, case: CaseInfo, workdir: Path) -> dict[str, Any]:
+        """The datalist item of the viewer's request for ``state`` (temporary files in ``workdir``)."""
+        if not case.image_path:
+            raise ValueError(f"{self.name}: case {case.case_id} has no image file; the bundle reads images from files")
+        request = state_request(state, case.image_path, shape, workdir)
+        return {**request, **self.kind.build_item(request, workdir)}
+
+    def network_input(self, image: np.ndarray, state: InteractionState, case: CaseInfo) -> torch.Tensor:
+        """The network's input for ``state`` after the bundle's pre-processing: ``(1, C, *spatial)`` float32.
+
+        The same request and pre-processing as :meth:`__call__`, stopped before the inferer (query strategies score
+        cases on it). ``C`` is the pre-processing's channel count (for the box bundles: the z-scored crop and the
+        scribble codes).
+        """
+        with tempfile.TemporaryDirectory(prefix="isb_eval_") as workdir:
+            data = self.pipeline.preprocess(
+                self._item(tuple(int(s) for s in np.shape(image)), state, case, Path(workdir))
+            )
+        x = data[self.pipeline.image_key]
+        return torch.as_tensor(x, dtype=torch.float32)[None]
+
     def __call__(self, image: np.ndarray, state: InteractionState, case: CaseInfo) -> np.ndarray:
         """Segment ``case`` from ``state``; returns a bool mask of ``image``'s shape (the image as stored).
 
         Raises:
             ValueError: the case has no image file, or the bundle rejects the request (message of its check).
         """
-        if not case.image_path:
-            raise ValueError(f"{self.name}: case {case.case_id} has no image file; the bundle reads images from files")
         shape = tuple(int(s) for s in np.shape(image))
         with tempfile.TemporaryDirectory(prefix="isb_eval_") as workdir:
-            request = state_request(state, case.image_path, shape, workdir)
-            item: dict[str, Any] = {**request, **self.kind.build_item(request, Path(workdir))}
-            out = self.pipeline(item)
+            out = self.pipeline(self._item(shape, state, case, Path(workdir)))
         pred = np.asarray(convert_to_numpy(out[self.pipeline.pred_key]))
         if pred.ndim == len(shape) + 1 and pred.shape[0] == 1:
             pred = pred[0]

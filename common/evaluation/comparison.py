@@ -26,7 +26,15 @@ from common.evaluation.loop import ModelAdapter, run_interactive_evaluation
 from common.evaluation.records import RoundRecord, write_json
 from common.interaction.robot import RobotUser
 
-__all__ = ["compare_methods", "comparison_tables", "paired_t_test", "plot_comparison", "tables_markdown"]
+__all__ = [
+    "budget_markdown",
+    "compare_methods",
+    "comparison_tables",
+    "dice_after_strokes",
+    "paired_t_test",
+    "plot_comparison",
+    "tables_markdown",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +108,61 @@ def comparison_tables(
             per_group[group] = per_round
         out["methods"][method] = per_group
     return out
+
+
+def dice_after_strokes(
+    results: Mapping[str, Sequence[RoundRecord]], budgets: Sequence[int], first_interactions: int = 1
+) -> dict[str, dict[str, dict[str, dict[str, float | int]]]]:
+    """Dice after a budget of strokes (Groff 2018's "after 10 and 15 scribbles"), per method and structure group.
+
+    For each case, the Dice of the last round whose strokes (``n_interactions - first_interactions``: the box is not a
+    stroke) are within the budget; a user who stopped earlier keeps the last result. Returns ``{method: {group:
+    {str(budget): {"dice_mean", "dice_std", "n"}}}}`` with an ``"all"`` group.
+
+    Raises:
+        ValueError: a negative budget.
+    """
+    if any(int(b) < 0 for b in budgets):
+        raise ValueError(f"budgets must be >= 0 strokes, got {list(budgets)}")
+    out: dict[str, dict[str, dict[str, dict[str, float | int]]]] = {}
+    for method, records in results.items():
+        best: dict[tuple[int, str], dict[tuple[str, int], RoundRecord]] = {}
+        for budget in budgets:
+            for r in records:
+                if r.n_interactions - first_interactions > budget:
+                    continue
+                key = (r.case_id, r.structure)
+                for group in (r.group, "all"):
+                    chosen = best.setdefault((int(budget), group), {})
+                    if key not in chosen or chosen[key].round < r.round:
+                        chosen[key] = r
+        per_group: dict[str, dict[str, dict[str, float | int]]] = {}
+        for (budget, group), chosen in sorted(best.items()):
+            values = np.array([r.dice for r in chosen.values()], dtype=float)
+            per_group.setdefault(group, {})[str(budget)] = {
+                "dice_mean": float(values.mean()),
+                "dice_std": float(values.std()),
+                "n": len(values),
+            }
+        out[method] = per_group
+    return out
+
+
+def budget_markdown(budget_tables: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float | int]]]]) -> str:
+    """Markdown of :func:`dice_after_strokes`: rows methods, columns ``group, budget`` (Dice %, mean ± std)."""
+    columns = sorted(
+        {(g, b) for groups in budget_tables.values() for g, per in groups.items() for b in per},
+        key=lambda gb: (gb[0] == "all", gb[0], int(gb[1])),
+    )
+    lines = ["| method | " + " | ".join(f"{g}, {b} strokes" for g, b in columns) + " |"]
+    lines.append("| --- |" + " --- |" * len(columns))
+    for method, groups in budget_tables.items():
+        cells = []
+        for g, b in columns:
+            e = groups.get(g, {}).get(b)
+            cells.append("-" if not e else f"{100 * float(e['dice_mean']):.2f} ± {100 * float(e['dice_std']):.2f}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _cell(entry: Mapping[str, Any] | None) -> str:
@@ -182,6 +245,7 @@ def compare_methods(
     reference: str | None = None,
     report_rounds: Sequence[int] | None = None,
     progress: bool = True,
+    stroke_budgets: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Evaluate every adapter with the same protocol and write the comparison (see the module docstring).
 
@@ -194,6 +258,8 @@ def compare_methods(
         reference: method name for the paired t-tests (e.g. the CNN + CRF baseline).
         report_rounds: rounds in the tables (default: 1 and every later round).
         progress: progress bars.
+        stroke_budgets: also tabulate the Dice after these numbers of strokes (:func:`dice_after_strokes`; key
+            ``"after_strokes"`` of the tables, a section of ``comparison.md``).
 
     Returns:
         The tables (as written to ``comparison.json``).
@@ -221,8 +287,14 @@ def compare_methods(
         results[method] = result.records
         summaries[method] = result.summary
     tables = comparison_tables(results, reference, rounds)
+    markdown = tables_markdown(tables)
+    if stroke_budgets:
+        tables["after_strokes"] = dice_after_strokes(results, stroke_budgets)
+        markdown += "\n**Dice after a number of strokes** (%, mean ± std)\n\n" + budget_markdown(
+            tables["after_strokes"]
+        )
     write_json(tables, out / "comparison.json")
-    (out / "comparison.md").write_text(tables_markdown(tables), encoding="utf-8")
+    (out / "comparison.md").write_text(markdown, encoding="utf-8")
     plot_comparison(tables, out / "comparison.png")
     logger.info("comparison written to %s", out)
     return tables

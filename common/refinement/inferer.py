@@ -29,6 +29,15 @@ __all__ = ["BoxRefinementInferer"]
 logger = logging.getLogger(__name__)
 
 
+def _head_of(network: Any) -> Any:
+    """The fine-tunable head of a network with ``features``/``classify``: ``network.head``, or ``output_block`` for a
+    TorchScript export of a MONAI ``DynUNet`` (:class:`common.networks.IsenseeUNet`, whose ``head`` is a property
+    TorchScript does not keep); ``None`` for a network without the split."""
+    if not (hasattr(network, "features") and hasattr(network, "classify")):
+        return None
+    return getattr(network, "head", None) or getattr(network, "output_block", None)
+
+
 class BoxRefinementInferer(Inferer):
     """Box crop (+ scribbles) -> segmentation, with BIFSeg's refinement.
 
@@ -66,18 +75,18 @@ class BoxRefinementInferer(Inferer):
         image = x[0, 0].detach().float().cpu().numpy()
         if not np.isfinite(image).all():
             raise ValueError("the image crop holds NaN or infinite values: check the input image")
-        has_split = hasattr(network, "features") and hasattr(network, "classify") and hasattr(network, "head")
-        if not has_split:
+        head = _head_of(network)
+        if head is None:
             if self.mode != "cnn":
                 raise ValueError(
-                    f"mode {self.mode!r} needs a network with features/classify/head (P-Net / PC-Net); got "
-                    f"{type(network).__name__}"
+                    f"mode {self.mode!r} needs a network with features/classify/head (P-Net, PC-Net, IsenseeUNet); "
+                    f"got {type(network).__name__}"
                 )
             with torch.no_grad():
                 return torch.softmax(network(x), dim=1)[0, 1]
         with torch.no_grad():
             features = network.features(x)
-        result = refine(features, network.head, image, codes, self.params, self.mode)
+        result = refine(features, head, image, codes, self.params, self.mode)
         self.last_history.append(result.history)
         out = result.prob if self.mode == "cnn" else result.label.astype(np.float32)
         return torch.as_tensor(out, dtype=torch.float32, device=x.device)

@@ -178,10 +178,11 @@ def test_ckpt_export_gives_a_working_torchscript_model(bundle: Path, tmp_path: P
     formats = read_config(configs / "metadata.json")["network_data_format"]
     in_channels = formats["inputs"]["image"]["num_channels"]
     out_channels = formats["outputs"]["pred"]["num_channels"]
+    spatial = (32,) * len(formats["inputs"]["image"]["spatial_shape"])  # 2D or 3D networks
     model = torch.jit.load(str(exported)).eval()
     with torch.no_grad():
-        out = model(torch.zeros(1, in_channels, 32, 32))
-    assert out.shape == (1, out_channels, 32, 32)
+        out = model(torch.zeros(1, in_channels, *spatial))
+    assert out.shape == (1, out_channels, *spatial)
 
 
 @bundle_param
@@ -282,7 +283,10 @@ def test_torchscript_swap_of_network_def_runs_inference(bundle: Path, tiny_phant
     i, j = (int(v) for v in np.argwhere(truth[..., k])[0])
     rows, cols = np.nonzero(truth[..., k])
     box = [[int(rows.min()) - 3, int(cols.min()) - 3, k], [int(rows.max()) + 4, int(cols.max()) + 4, k + 1]]
-    item = {  # what each bundle reads: an annotated slice, a click, a box on that slice
+    if read_config(configs / "inference.json").get("spatial_dims") == 3:  # a 3D box model: the structure's 3D box
+        lo, hi = np.argwhere(truth).min(axis=0), np.argwhere(truth).max(axis=0)
+        box = [[int(v) for v in lo - np.array([3, 3, 1])], [int(v) for v in hi + np.array([4, 4, 2])]]
+    item = {  # what each bundle reads: an annotated slice, a click, a box on that slice (3D models: around the object)
         "image": str(image),
         "annotation": str(tmp_path / "annotation.nii.gz"),
         "foreground": [[i, j, k]],

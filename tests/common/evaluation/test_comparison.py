@@ -88,3 +88,24 @@ def test_compare_methods_argument_errors(tmp_path: Path) -> None:
         compare_methods([], {"box": box_filler}, robot, 1, tmp_path)
     with pytest.raises(ValueError, match="report_rounds"):
         compare_methods(_cases(), {"box": box_filler}, robot, 1, tmp_path, report_rounds=[2])
+
+
+def test_dice_after_strokes_takes_the_last_round_within_the_budget() -> None:
+    from common.evaluation.comparison import budget_markdown, dice_after_strokes
+    from common.evaluation.records import RoundRecord
+
+    def rec(case: str, rnd: int, n: int, dice: float, group: str = "unseen") -> RoundRecord:
+        return RoundRecord("m", case, 1, "liver", group, rnd, n, dice, 1.0, 1.0, 0.1, False)
+
+    # box (1 interaction) then 2 strokes per round; case b stops early (carried rows keep its last count)
+    records = [rec("a", 1, 1, 0.5), rec("a", 2, 3, 0.6), rec("a", 3, 5, 0.7), rec("a", 4, 7, 0.8)]
+    records += [rec("b", 1, 1, 0.4), rec("b", 2, 2, 0.9), rec("b", 3, 2, 0.9), rec("b", 4, 2, 0.9)]
+    table = dice_after_strokes({"m": records}, [0, 4, 10])
+    assert table["m"]["unseen"]["0"]["dice_mean"] == pytest.approx((0.5 + 0.4) / 2)
+    assert table["m"]["unseen"]["4"]["dice_mean"] == pytest.approx((0.7 + 0.9) / 2)
+    assert table["m"]["all"]["10"]["dice_mean"] == pytest.approx((0.8 + 0.9) / 2)
+    assert table["m"]["all"]["10"]["n"] == 2
+    assert "| m |" in budget_markdown(table)
+    assert "unseen, 4 strokes" in budget_markdown(table)
+    with pytest.raises(ValueError, match="budgets must be >= 0"):
+        dice_after_strokes({"m": records}, [-1])
