@@ -4,7 +4,8 @@
 - :mod:`~common.active_learning.loop`: the loop (select, correct, retrain from the general weights, resume);
 - :mod:`~common.active_learning.retrain`: retraining with the bundle's ``train.json`` recipe;
 - :mod:`~common.active_learning.state`: the loop's on-disk state;
-- :mod:`~common.active_learning.report`: tables and learning curves.
+- :mod:`~common.active_learning.report`: tables and learning curves;
+- :mod:`~common.active_learning.experiments`: grids of loops (strategies x seeds, transfer vs scratch).
 
 Re-exports resolved lazily (PEP 562): ``import common.active_learning`` does not import torch.
 """
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 from common._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from common.active_learning.experiments import run_grid
     from common.active_learning.loop import ANNOTATORS, ActiveLearningLoop, LoopSettings, case_key, split_pool
     from common.active_learning.report import curve_points, curves_table, plot_curves, write_report
     from common.active_learning.retrain import retrain_model
@@ -43,6 +45,7 @@ _SOURCES = {
     "plot_curves": "report",
     "write_report": "report",
     "retrain_model": "retrain",
+    "run_grid": "experiments",
     "LoopState": "state",
     "DEFAULT_BATCH": "strategies",
     "STRATEGIES": "strategies",
@@ -71,6 +74,7 @@ __all__ = [
     "plot_curves",
     "rank_cases",
     "retrain_model",
+    "run_grid",
     "score_cases",
     "select_case",
     "split_pool",
