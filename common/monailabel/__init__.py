@@ -12,6 +12,8 @@ active learning need an app of their own. This package is that app:
 - :mod:`~common.monailabel.studies`: a MONAI Label studies folder from an MSD dataset (embedded phantoms by default).
 - :mod:`~common.monailabel.infer`, :mod:`~common.monailabel.train`, :mod:`~common.monailabel.application`: the
   MONAI Label task and app classes (these import ``monailabel``, an optional extra: ``pip install -e ".[label]"``).
+- :mod:`~common.monailabel.strategies`: active-learning query strategies and scoring methods for the bundles with a
+  ``"monailabel": {"retrain_from": ...}`` metadata section (imports ``monailabel``).
 - ``common/monailabel/app/``: the app folder for ``monailabel start_server --app``.
 
 Names load on first access (PEP 562) and only the task and app modules import ``monailabel``, so

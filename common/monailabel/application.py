@@ -13,11 +13,20 @@ only imports :class:`InteractiveSegApp`). Options, as ``--conf KEY VALUE`` pairs
     where training writes weights, one ``<bundle>/model.pt`` each (default: the app folder's ``model/``).
 ``preload``
     ``true`` loads every network at start (default ``false``: on the first request).
+``auto_scoring``
+    ``true`` lets MONAI Label run every scoring method at start and after each ``/activelearning`` and ``/train``
+    request (its ``MONAI_LABEL_AUTO_UPDATE_SCORING``); default ``false``: scoring runs when ``/scoring/<name>`` is
+    asked for (each run scores every unlabelled image with the network).
 
-Errors a user can fix get a 4xx answer with the reason in ``detail``: 404 for an unknown model or image id, 400
-for a request the interaction kind or the bundle's input checks reject (missing upload, clicks outside the image,
-annotation on another grid, ...). MONAI Label itself answers malformed ``params`` JSON with 500; the server stays up
-in every case.
+Active learning (:mod:`common.monailabel.strategies`): for each served bundle whose metadata has
+``"monailabel": {"retrain_from": ...}``, ``/activelearning/<name>`` and ``/scoring/<name>`` for every query strategy
+(next to MONAI Label's own ``random`` and ``first``); a box inference on a datastore image stores the user's box in
+the image info (``info["box"][<bundle>]``), so that strategies and scoring look inside it.
+
+Errors a user can fix get a 4xx answer with the reason in ``detail``: 404 for an unknown model, image id, strategy
+or scoring method (the detail lists the names), 400 for a request the interaction kind or the bundle's input checks
+reject (missing upload, clicks outside the image, annotation on another grid, bad strategy options, ...). MONAI
+Label itself answers malformed ``params`` JSON with 500; the server stays up in every case.
 
 This module imports ``monailabel`` (the ``label`` extra).
 """
@@ -27,21 +36,31 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
 from fastapi import HTTPException
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute, Match
+from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.interfaces.tasks.scoring import ScoringMethod
+from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
+from monailabel.tasks.activelearning.first import First
+from monailabel.tasks.activelearning.random import Random
 
 import common
 from common.monailabel.bundles import ServedBundle, discover_bundles, parse_kinds, parse_names
 from common.monailabel.infer import BundleInteractionInferTask
+from common.monailabel.strategies import BundleScoring, BundleStrategy, build_active_learning, remember_box
 from common.monailabel.studies import LABELS_FILE
 from common.monailabel.train import BundleInteractionTrainTask
 
-__all__ = ["InteractiveSegApp", "read_label_names"]
+__all__ = ["InteractiveSegApp", "UnknownNameRoute", "install_unknown_name_route", "read_label_names"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +85,36 @@ def read_label_names(studies: str) -> dict[int, str] | None:
         raise ValueError(f'{path} must be a JSON object {{"<label value>": "<name>"}}: {err}') from err
 
 
+class UnknownNameRoute(APIRoute):
+    """A route that answers ``POST <prefix>/{name}`` with 404 (and the known names) for a name not in ``names()``.
+
+    It matches only unknown names, so known ones reach MONAI Label's own endpoint unchanged. MONAI Label's
+    ``/scoring/<method>`` starts a background process before the app sees the method name (an unknown name then only
+    fails in the task status); this route, put in front of it, refuses the request instead.
+
+    Args:
+        prefix: the path before the name, e.g. ``"/scoring"``.
+        names: the known names (read at each request).
+        what: what a name names, for the message (``"scoring method"``).
+    """
+
+    def __init__(self, prefix: str, names: Callable[[], Collection[str]], what: str) -> None:
+        self.names = names
+        self.what = what
+        super().__init__(f"{prefix}/{{name}}", self._refuse, methods=["POST"], include_in_schema=False)
+
+    async def _refuse(self, name: str) -> JSONResponse:
+        detail = f"unknown {self.what} {name!r}; {self.what}s: {sorted(self.names())}"
+        return JSONResponse({"detail": detail}, status_code=404)
+
+    def matches(self, scope: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """Starlette's match, except that known names do not match."""
+        match, child = super().matches(scope)
+        if match != Match.NONE and child.get("path_params", {}).get("name") in self.names():
+            return Match.NONE, {}
+        return match, child
+
+
 class InteractiveSegApp(MONAILabelApp):
     """MONAI Label app serving the bundles of ``--conf bundles`` (see the module docstring for the options).
 
@@ -87,6 +136,7 @@ class InteractiveSegApp(MONAILabelApp):
         self.models_dir = Path(conf.get("models_dir") or os.path.join(app_dir, "model")).resolve()
         self.label_names = read_label_names(studies)
         self.preload = str(conf.get("preload", "false")).lower() in _TRUE
+        self.auto_scoring = str(conf.get("auto_scoring", "false")).lower() in _TRUE
         logger.info(
             "serving %s; trained weights in %s",
             ", ".join(f"{b.name} ({b.kind.name})" for b in self.served),
@@ -100,6 +150,7 @@ class InteractiveSegApp(MONAILabelApp):
             description="Interactive segmentation bundles: slice propagation, clicks (DeepGrow), ...",
             version=common.__version__,
         )
+        self._auto_update_scoring = bool(getattr(self, "_auto_update_scoring", False) and self.auto_scoring)
 
     def trained_weights(self, bundle: ServedBundle) -> Path:
         """Where training writes ``bundle``'s weights and inference looks for them first."""
@@ -119,21 +170,98 @@ class InteractiveSegApp(MONAILabelApp):
             if b.train_config.is_file()
         }
 
+    def init_strategies(self) -> dict[str, Strategy]:
+        """MONAI Label's ``random`` and ``first``, plus every query strategy of the active-learning bundles."""
+        strategies: dict[str, Strategy] = {"random": Random(), "first": First()}
+        strategies.update(self._active_learning()[0])
+        return strategies
+
+    def init_scoring_methods(self) -> dict[str, ScoringMethod]:
+        """One scoring method per query strategy of the active-learning bundles (same names as the strategies)."""
+        return dict(self._active_learning()[1])
+
+    def _active_learning(self) -> tuple[dict[str, BundleStrategy], dict[str, BundleScoring]]:
+        """The active-learning strategies and scoring methods, built once (they share one scorer per bundle)."""
+        built: tuple[dict[str, BundleStrategy], dict[str, BundleScoring]] | None = getattr(self, "_al_built", None)
+        if built is None:
+            tasks = {k: v for k, v in self._infers.items() if isinstance(v, BundleInteractionInferTask)}
+            built = build_active_learning(tasks, taken=("random", "first"))
+            self._al_built = built
+        return built
+
+    def on_init_complete(self) -> None:
+        """MONAI Label's start-up, after putting the 404 route for unknown scoring methods in front of its own."""
+        install_unknown_name_route(
+            settings.MONAI_LABEL_API_STR + "/scoring", lambda: self._scoring_methods, "scoring method"
+        )
+        super().on_init_complete()
+
     def infer(self, request: dict[str, Any], datastore: Any = None) -> dict[str, Any]:
-        """MONAI Label's infer, with 404 for an unknown model or image and 400 for a request the checks reject."""
+        """MONAI Label's infer, with 404 for an unknown model or image and 400 for a request the checks reject.
+
+        After a successful inference of a datastore image with a box (kind ``box_scribbles``), the box the bundle
+        used is stored in the image info (:func:`common.monailabel.strategies.remember_box`).
+        """
         model = request.get("model")
         if model not in self._infers:
             raise HTTPException(status_code=404, detail=f"unknown model {model!r}; models: {sorted(self._infers)}")
         image = request.get("image")
-        if isinstance(image, str) and not os.path.exists(image):
-            store = datastore if datastore else self.datastore()
-            if not store.get_image_uri(image):
-                raise HTTPException(
-                    status_code=404, detail=f"unknown image id {image!r}: see GET /datastore/?output=all for the ids"
-                )
+        store = datastore if datastore else self.datastore()
+        in_datastore = isinstance(image, str) and not os.path.exists(image)
+        if in_datastore and not store.get_image_uri(image):
+            raise HTTPException(
+                status_code=404, detail=f"unknown image id {image!r}: see GET /datastore/?output=all for the ids"
+            )
         try:
             result: dict[str, Any] = super().infer(request, datastore)
         except (ValueError, FileNotFoundError) as err:
             logger.info("rejected infer request for %s: %s", model, err)
             raise HTTPException(status_code=400, detail=str(err)) from err
+        params = result.get("params")
+        if in_datastore and isinstance(params, dict) and params.get("box") is not None:
+            remember_box(store, str(image), str(model), params["box"])
         return result
+
+    def next_sample(self, request: dict[str, Any]) -> dict[str, Any]:
+        """MONAI Label's active learning, with 404 for an unknown strategy and 400 for bad strategy options."""
+        strategy = request.get("strategy") or "random"
+        if strategy not in self._strategies:
+            raise HTTPException(
+                status_code=404, detail=f"unknown strategy {strategy!r}; strategies: {sorted(self._strategies)}"
+            )
+        try:
+            result: dict[str, Any] = super().next_sample(request)
+        except ValueError as err:
+            raise HTTPException(status_code=400, detail=str(err)) from err
+        return result
+
+    def scoring(self, request: dict[str, Any], datastore: Any = None) -> dict[str, Any]:
+        """MONAI Label's scoring, with 404 for an unknown method and 400 for bad options (``run_sync`` requests
+        answer them; background runs end with the error in the task status)."""
+        method = request.get("method")
+        if method not in self._scoring_methods:
+            raise HTTPException(
+                status_code=404,
+                detail=f"unknown scoring method {method!r}; scoring methods: {sorted(self._scoring_methods)}",
+            )
+        try:
+            result: dict[str, Any] = super().scoring(request, datastore)
+        except ValueError as err:
+            raise HTTPException(status_code=400, detail=str(err)) from err
+        return result
+
+
+def install_unknown_name_route(prefix: str, names: Callable[[], Collection[str]], what: str) -> bool:
+    """Put an :class:`UnknownNameRoute` first in the running MONAI Label server's routes (once).
+
+    Does nothing outside the server (MONAI Label's background task processes never import ``monailabel.app``).
+    Returns whether the route is in place.
+    """
+    server = sys.modules.get("monailabel.app")
+    api = getattr(server, "app", None)
+    routes = getattr(getattr(api, "router", None), "routes", None)
+    if not isinstance(routes, list):
+        return False
+    if not any(isinstance(r, UnknownNameRoute) and r.path == f"{prefix}/{{name}}" for r in routes):
+        routes.insert(0, UnknownNameRoute(prefix, names, what))
+    return True

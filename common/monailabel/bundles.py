@@ -20,6 +20,7 @@ from common.monailabel.kinds import InteractionKind, get_kind
 __all__ = [
     "DEFAULT_BUNDLE_KINDS",
     "REQUIRED_PARTS",
+    "RETRAIN_FROM",
     "ServedBundle",
     "default_bundles_dir",
     "discover_bundles",
@@ -34,7 +35,14 @@ DEFAULT_BUNDLE_KINDS: dict[str, str] = {
     "slice_propagation": "slice_propagation",
     "deepgrow_clicks": "clicks",
     "bifseg": "box_scribbles",
+    "active_learning": "box_scribbles",
 }
+
+#: Values of ``metadata.json`` ``"monailabel": {"retrain_from": ...}``: where ``/train`` starts. ``"latest"``: the
+#: newest weights (the app's trained ones, else the bundle's; also the behaviour without the section);
+#: ``"general_weights"``: always the bundle's shipped ``models/model.pt`` (the active-learning loop retrains the
+#: general model on the corrected cases, never an earlier retrained model).
+RETRAIN_FROM: tuple[str, ...] = ("latest", "general_weights")
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,31 @@ class ServedBundle:
         if not isinstance(data, dict):
             raise ValueError(f"{self.metadata_file} must hold a JSON object")
         return data
+
+    @property
+    def retrain_from(self) -> str | None:
+        """``metadata.json`` ``"monailabel": {"retrain_from": ...}`` (one of :data:`RETRAIN_FROM`), ``None`` without it.
+
+        A bundle with this section is an active-learning bundle: the app serves query strategies and scoring methods
+        for it (:mod:`common.monailabel.strategies`).
+
+        Raises:
+            ValueError: unreadable metadata, a ``monailabel`` entry that is not an object, or an unknown value.
+        """
+        section = self.metadata().get("monailabel")
+        if section is None:
+            return None
+        if not isinstance(section, dict):
+            raise ValueError(f'{self.metadata_file}: "monailabel" must be a JSON object, got {section!r}')
+        value = section.get("retrain_from")
+        if value is None:
+            return None
+        if value not in RETRAIN_FROM:
+            raise ValueError(
+                f'{self.metadata_file}: "monailabel": {{"retrain_from": ...}} must be one of {list(RETRAIN_FROM)}, '
+                f"got {value!r}"
+            )
+        return str(value)
 
 
 def default_bundles_dir() -> Path:

@@ -32,7 +32,7 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 from common.bundle.pipeline import load_bundle_config, transforms_of, without_writers
 from common.monailabel.bundles import ServedBundle
 
-__all__ = ["BundleInteractionInferTask", "bundle_labels"]
+__all__ = ["BundleInteractionInferTask", "box_key_of", "bundle_labels", "parsed_box"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,34 @@ def bundle_labels(metadata: dict[str, Any]) -> dict[str, int]:
     pred: dict[str, Any] = next(iter(outputs.values()), {}) if isinstance(outputs, dict) else {}
     names = [str(v).lower() for v in pred.get("channel_def", {}).values() if str(v).lower() != "background"]
     return {names[0] if len(names) == 1 else "structure": 1}
+
+
+def parsed_box(value: Any) -> list[list[int]] | None:
+    """``value`` as ``[[start...], [stop...]]`` (2 or 3 ints each, ``start < stop``), else ``None``.
+
+    Recognises the box a bundle's box transform (:class:`common.boxes.BoxMaskd`) leaves in the data after parsing
+    the request's box; anything else (a raw ``roi``, malformed values) gives ``None``.
+    """
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        return None
+    start, stop = value
+    if not all(isinstance(c, list | tuple) and len(c) in (2, 3) for c in (start, stop)) or len(start) != len(stop):
+        return None
+    if not all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in (*start, *stop)):
+        return None
+    if not all(0 <= a < b for a, b in zip(start, stop, strict=True)):
+        return None
+    return [[int(v) for v in start], [int(v) for v in stop]]
+
+
+def box_key_of(transforms: Sequence[Any]) -> str | None:
+    """The data key of the box read by the first box transform (one with a ``box_key``, e.g.
+    :class:`common.boxes.BoxMaskd`) among ``transforms``; ``None`` when no transform reads a box."""
+    for transform in transforms:
+        key = getattr(transform, "box_key", None)
+        if isinstance(key, str):
+            return key
+    return None
 
 
 def _spatial_dims(metadata: dict[str, Any]) -> int:
@@ -82,6 +110,8 @@ class BundleInteractionInferTask(BasicInferTask):
         self._preprocessing = self._parser.get_parsed_content("preprocessing", instantiate=True)
         self._inferer = self._parser.get_parsed_content("inferer", instantiate=True)
         self._postprocessing = self._parser.get_parsed_content("postprocessing", instantiate=True)
+        #: the data key of the box the bundle's box transform parses (``None``: the bundle takes no box)
+        self.box_key: str | None = box_key_of(transforms_of(self._preprocessing))
         dimension = bundle.kind.dimension or _spatial_dims(metadata)
         super().__init__(
             path=[str(bundle.weights), str(self.trained_weights)],
@@ -164,8 +194,19 @@ class BundleInteractionInferTask(BasicInferTask):
         return [*without_writers(self._postprocessing), SqueezeDimd(keys=self.output_label_key, dim=0)]
 
     def writer(self, data: dict[str, Any], extension: str | None = None, dtype: Any = None) -> tuple[Any, Any]:
-        """MONAI Label's writer with a ``uint8`` mask (unless the request asks for ``result_dtype``)."""
-        return super().writer(data, extension=extension, dtype=dtype or data.get("result_dtype") or np.uint8)
+        """MONAI Label's writer with a ``uint8`` mask (unless the request asks for ``result_dtype``).
+
+        For a bundle with a box transform (:attr:`box_key`), the result JSON also holds ``box``: the box the bundle
+        used, ``[[start...], [stop...]]`` voxel indices of the image as stored (stop exclusive), as the bundle's box
+        transform parsed (and clipped) the request's ``roi`` / ``box``; the app stores it in the datastore.
+        """
+        result_file, result_json = super().writer(
+            data, extension=extension, dtype=dtype or data.get("result_dtype") or np.uint8
+        )
+        box = parsed_box(data.get(self.box_key)) if self.box_key else None
+        if box is not None and isinstance(result_json, dict):
+            result_json["box"] = box
+        return result_file, result_json
 
     def __call__(self, request: dict[str, Any], callbacks: Any = None) -> tuple[Any, dict[str, Any]]:
         """Build the kind's datalist keys from ``request`` and run the bundle.

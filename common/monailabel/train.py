@@ -7,7 +7,10 @@ train/validation partition, config overrides, ``monai.bundle.run``) and changes 
   item per structure present (:func:`common.data.expand_structures`, after the split by volume, so that no volume
   is in both lists);
 - the weights go to the app's folder (``ckpt_dir`` / ``output_dir`` overridden), never into the bundle: the shipped
-  ``models/model.pt`` is not overwritten; training starts from the newest weights (the app's, else the bundle's);
+  ``models/model.pt`` is not overwritten; training starts from the newest weights (the app's, else the bundle's),
+  or always from the bundle's shipped general weights when its ``metadata.json`` says
+  ``"monailabel": {"retrain_from": "general_weights"}`` (the active-learning bundle: every retraining starts from the
+  general model, never from an earlier retrained one);
 - a few of the bundle's top-level hyper-parameters (:data:`TRAIN_PARAMS`) can be set per request, next to MONAI
   Label's ``max_epochs``, ``val_split`` and ``pretrained``; unknown or mistyped values are refused;
 - single-process training only (MONAI Label's multi-GPU path writes a config file into the bundle folder).
@@ -111,6 +114,9 @@ class BundleInteractionTrainTask(BundleTrainTask):
         self.bundle = bundle
         self.trained_weights = Path(trained_weights)
         self.label_names = dict(label_names) if label_names else None
+        self.retrain_from = bundle.retrain_from or "latest"
+        #: the weights the last training started from (``None``: from scratch, or no training yet)
+        self.started_from: Path | None = None
         self.params = {
             k: self.bundle_config[k]
             for k in TRAIN_PARAMS
@@ -125,6 +131,11 @@ class BundleInteractionTrainTask(BundleTrainTask):
     def latest_weights(self) -> Path:
         """The app's trained weights when they exist, else the bundle's ``models/model.pt``."""
         return self.trained_weights if self.trained_weights.is_file() else self.bundle.weights
+
+    def start_weights(self) -> Path:
+        """The weights a (``pretrained``) training starts from: the bundle's ``models/model.pt`` when the bundle
+        retrains from its general weights (``retrain_from``), else :meth:`latest_weights`."""
+        return self.bundle.weights if self.retrain_from == "general_weights" else self.latest_weights()
 
     def config(self) -> dict[str, Any]:
         """Train options shown to viewers: MONAI Label's, the bundle's epochs and :data:`TRAIN_PARAMS`."""
@@ -174,8 +185,9 @@ class BundleInteractionTrainTask(BundleTrainTask):
     def _load_checkpoint(self, model_pytorch: str, pretrained: bool, train_handlers: list[dict[str, Any]]) -> None:
         if not pretrained or any(h.get("_target_") == "CheckpointLoader" for h in train_handlers):
             return
-        path = self.latest_weights()
-        logger.info("training %s from %s", self.bundle.name, path)
+        path = self.start_weights()
+        self.started_from = path
+        logger.info("training %s from %s (retrain_from: %s)", self.bundle.name, path, self.retrain_from)
         loader = {
             "_target_": "CheckpointLoader",
             "load_path": str(path),
@@ -203,8 +215,14 @@ class BundleInteractionTrainTask(BundleTrainTask):
             ValueError: bad parameters, or too few labelled volumes for a train/validation split.
         """
         self._request = self._check_request(request)
+        self.started_from = None
         super().__call__(self._request, datastore)
         weights = self.trained_weights if self.trained_weights.is_file() else None
-        result = {"bundle": self.bundle.name, "weights": str(weights) if weights else None}
+        result = {
+            "bundle": self.bundle.name,
+            "weights": str(weights) if weights else None,
+            "started_from": str(self.started_from) if self.started_from else None,
+            "retrain_from": self.retrain_from,
+        }
         logger.info("train result %s", json.dumps(result))
         return result

@@ -140,3 +140,44 @@ def test_metadata_must_be_a_json_object(tmp_path: Path) -> None:
     bundle.metadata_file.write_text("{")
     with pytest.raises(ValueError, match=r"metadata\.json is not valid JSON"):
         bundle.metadata()
+
+
+def test_repository_active_learning_bundle_is_served_with_box_scribbles_and_retrains_from_general_weights() -> None:
+    served = {b.name: b for b in discover_bundles()}
+    bundle = served["active_learning"]
+    assert bundle.kind is get_kind("box_scribbles")
+    assert bundle.retrain_from == "general_weights"
+    assert served["slice_propagation"].retrain_from is None
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        (None, None),
+        ({}, None),
+        ({"retrain_from": "latest"}, "latest"),
+        ({"retrain_from": "general_weights", "description": "..."}, "general_weights"),
+    ],
+)
+def test_retrain_from_reads_the_monailabel_section(tmp_path: Path, section: object, expected: str | None) -> None:
+    _bundle(tmp_path, "slice_propagation")
+    (bundle,) = discover_bundles(tmp_path)
+    metadata = {"name": "x"} if section is None else {"name": "x", "monailabel": section}
+    bundle.metadata_file.write_text(json.dumps(metadata))
+    assert bundle.retrain_from == expected
+
+
+@pytest.mark.parametrize(
+    ("section", "match"),
+    [
+        ({"retrain_from": "scratch"}, r"must be one of \['latest', 'general_weights'\], got 'scratch'"),
+        ({"retrain_from": 1}, "must be one of"),
+        (["general_weights"], '"monailabel" must be a JSON object'),
+    ],
+)
+def test_bad_retrain_from_is_refused(tmp_path: Path, section: object, match: str) -> None:
+    _bundle(tmp_path, "slice_propagation")
+    (bundle,) = discover_bundles(tmp_path)
+    bundle.metadata_file.write_text(json.dumps({"monailabel": section}))
+    with pytest.raises(ValueError, match=match):
+        _ = bundle.retrain_from

@@ -16,9 +16,9 @@ pytest.importorskip("monailabel")
 
 from monailabel.utils.others.class_utils import get_class_of_subclass_from_file
 
-from common.monailabel.application import InteractiveSegApp, read_label_names
+from common.monailabel.application import InteractiveSegApp, UnknownNameRoute, read_label_names
 from common.monailabel.bundles import discover_bundles
-from common.monailabel.infer import BundleInteractionInferTask, bundle_labels
+from common.monailabel.infer import BundleInteractionInferTask, box_key_of, bundle_labels, parsed_box
 from common.monailabel.train import TRAIN_PARAMS, BundleInteractionTrainTask, label_table
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -210,3 +210,69 @@ def test_read_label_names(tmp_path: Path) -> None:
     (tmp_path / "labels.json").write_text('["liver"]')
     with pytest.raises(ValueError, match="must be a JSON object"):
         read_label_names(str(tmp_path))
+
+
+def test_box_bundles_report_the_box_they_used(infer_task: BundleInteractionInferTask, tmp_path: Path) -> None:
+    assert infer_task.box_key is None  # slice propagation reads no box
+    (bundle,) = discover_bundles(names=["active_learning"])
+    task = BundleInteractionInferTask(bundle, tmp_path / "model.pt")
+    assert task.box_key == "box" == box_key_of(task.pre_transforms())
+    assert (task.info()["type"], task.info()["dimension"]) == ("scribbles", 3)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ([[1, 2, 3], [4, 5, 6]], [[1, 2, 3], [4, 5, 6]]),
+        (((0, 0), (5, 5)), [[0, 0], [5, 5]]),
+        ([np.int64(1), np.int64(9)], None),
+        ([[1, 2, 3], [4, 5]], None),
+        ([[4, 2, 3], [4, 5, 6]], None),  # zero width
+        ([[-1, 2, 3], [4, 5, 6]], None),
+        ([[1.0, 2, 3], [4, 5, 6]], None),
+        ([[True, 2, 3], [4, 5, 6]], None),
+        ([1, 4, 2, 5, 3, 6], None),  # a raw roi, not parsed yet
+        (None, None),
+    ],
+)
+def test_parsed_box(value: Any, expected: list[list[int]] | None) -> None:
+    assert parsed_box(value) == expected
+
+
+def test_active_learning_training_starts_from_the_general_weights(tmp_path: Path) -> None:
+    (bundle,) = discover_bundles(names=["active_learning"])
+    trained = tmp_path / "model.pt"
+    shutil.copyfile(bundle.weights, trained)  # an earlier retraining
+    task = BundleInteractionTrainTask(bundle, trained)
+    assert task.retrain_from == "general_weights"
+    assert task.latest_weights() == trained
+    assert task.start_weights() == bundle.weights
+    handlers: list[dict[str, Any]] = []
+    task._load_checkpoint(str(trained), True, handlers)
+    assert handlers[0]["load_path"] == str(bundle.weights)
+    assert task.started_from == bundle.weights
+    scratch: list[dict[str, Any]] = []
+    task._load_checkpoint(str(trained), False, scratch)  # pretrained false: from scratch, no loader
+    assert scratch == []
+
+
+def test_other_bundles_keep_training_from_the_newest_weights(bundle: Any, tmp_path: Path) -> None:
+    trained = tmp_path / "model.pt"
+    task = BundleInteractionTrainTask(bundle, trained)
+    assert (task.retrain_from, task.start_weights()) == ("latest", bundle.weights)
+    shutil.copyfile(bundle.weights, trained)
+    assert task.start_weights() == trained
+
+
+def test_unknown_name_route_matches_only_unknown_names() -> None:
+    from fastapi.routing import Match
+
+    route = UnknownNameRoute("/scoring", lambda: {"entropy", "tta"}, "scoring method")
+
+    def match(path: str, method: str = "POST") -> Any:
+        return route.matches({"type": "http", "path": path, "method": method, "root_path": ""})[0]
+
+    assert match("/scoring/nope") == Match.FULL
+    assert match("/scoring/entropy") == Match.NONE  # MONAI Label's own endpoint answers known names
+    assert match("/scoring/") == Match.NONE
+    assert match("/scoring/nope", "GET") == Match.PARTIAL
