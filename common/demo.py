@@ -13,7 +13,12 @@ Steps (each prints progress and writes its results under ``--out``):
    the click protocol (1 .. ``--rounds`` clicks per slice) with ``configs/evaluate.json``;
 5. BIFSeg: train the bundle's quick configuration, then, with the shipped weights, segment an unseen structure from a
    box on one slice (``configs/inference.json``, image-specific fine-tuning) and run the box-then-scribbles protocol
-   with ``configs/evaluate.json``.
+   with ``configs/evaluate.json``;
+6. active learning: with the shipped general model, run ``configs/loop.json`` on a small pool of an unseen structure
+   (the aorta, which the general model segments poorly from a box):
+   the query strategy picks each case, the robot corrects it through the bundle (box, scribbles, fine-tuning), and
+   the model is retrained from the general weights every two corrected cases; the report and learning curves are
+   written (``outputs/demo/active_learning/loop/``).
 """
 
 from __future__ import annotations
@@ -28,7 +33,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "run_bifseg", "run_deepgrow_clicks", "run_region_grow_baseline", "run_slice_propagation"]
+__all__ = [
+    "main",
+    "run_active_learning",
+    "run_bifseg",
+    "run_deepgrow_clicks",
+    "run_region_grow_baseline",
+    "run_slice_propagation",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +48,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PROPAGATION_BUNDLE = REPO_ROOT / "bundles" / "slice_propagation"
 DEEPGROW_BUNDLE = REPO_ROOT / "bundles" / "deepgrow_clicks"
 BIFSEG_BUNDLE = REPO_ROOT / "bundles" / "bifseg"
+ACTIVE_LEARNING_BUNDLE = REPO_ROOT / "bundles" / "active_learning"
 
 
 def _ensure_dataset(data_dir: Path, n_cases: int, seed: int) -> Path:
@@ -319,6 +332,33 @@ def run_bifseg(data_dir: Path, out_dir: Path, n_rounds: int, epochs: int) -> Pat
     return out_dir / "interactive_bifseg_2d_bifseg" / "summary.json"
 
 
+def run_active_learning(data_dir: Path, out_dir: Path, pool_size: int = 3, n_heldout: int = 3) -> Path:
+    """A short active-learning loop (``loop.json``) with the shipped general model on an unseen structure.
+
+    Returns:
+        the path of the loop's ``report.json``.
+    """
+    state_dir = out_dir / "loop"
+    _monai_bundle(
+        ["run", "--config_file", str(ACTIVE_LEARNING_BUNDLE / "configs" / "loop.json"),
+         "--bundle_root", str(ACTIVE_LEARNING_BUNDLE), "--dataset_dir", str(data_dir), "--state_dir", str(state_dir),
+         "--pool_size", str(pool_size), "--n_heldout", str(n_heldout), "--scribble_rounds", "2",
+         "--retrain_iterations", "20"],
+        out_dir / "loop.log",
+    )  # fmt: skip
+    report = json.loads((state_dir / "report.json").read_text())
+    for record in report["annotated"]:
+        print(
+            f"[demo] active learning: case {record['order']} {record['key']} (score {record['score']:.3g}) corrected "
+            f"with {record['interactions']} interactions: Dice "
+            + " -> ".join(f"{d:.3f}" for d in record["dice_per_round"])
+        )
+    curve = " ".join(f"{p['cases']} cases {p['dice']:.3f}" for p in report["curve"])
+    print(f"[demo] active learning: held-out Dice of each model (from a box): {curve}")
+    print(f"[demo] wrote {state_dir}/report.md and learning_curves.png")
+    return state_dir / "report.json"
+
+
 def _print_summary(summary_path: Path, label: str) -> None:
     summary = json.loads(summary_path.read_text())
     for method, block in summary["methods"].items():
@@ -340,6 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--skip-propagation", action="store_true", help="skip the slice-propagation step")
     parser.add_argument("--skip-clicks", action="store_true", help="skip the DeepGrow click step")
     parser.add_argument("--skip-bifseg", action="store_true", help="skip the BIFSeg box and scribbles step")
+    parser.add_argument("--skip-active-learning", action="store_true", help="skip the active-learning loop step")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -361,6 +402,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = run_bifseg(data_dir, out / "bifseg", n_rounds=args.rounds, epochs=1)
         _print_summary(summary, "box + scribble rounds")
         print(f"[demo] wrote {summary.parent}/rounds.csv, summary.json and curves.png")
+    if not args.skip_active_learning:
+        run_active_learning(data_dir, out / "active_learning")
     return 0
 
 

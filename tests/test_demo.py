@@ -27,4 +27,7 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
         assert (out / method / "curves.png").stat().st_size > 0
     assert (out / "slice_propagation" / "kidney_right_propagation.png").is_file()
     assert (out / "bifseg" / "kidney_right_box.png").is_file()
+    report = json.loads((out / "active_learning" / "loop" / "report.json").read_text())
+    assert report["annotated"]
+    assert (out / "active_learning" / "loop" / "learning_curves.png").stat().st_size > 0
     assert "mean Dice per round" in result.stdout
