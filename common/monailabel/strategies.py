@@ -420,6 +420,17 @@ class CaseScorer:
         return None
 
 
+def _check_strategy(strategy: str) -> None:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; strategies: {list(STRATEGIES)}")
+
+
+def _with_bundle(info: dict[str, Any], scorer: CaseScorer, strategy: str) -> dict[str, Any]:
+    """A task's MONAI Label info with the bundle and the strategy added."""
+    info.update(bundle=scorer.bundle, strategy=strategy)
+    return info
+
+
 class BundleStrategy(Strategy):
     """``POST /activelearning/<name>``: the unlabelled image ``strategy`` scores highest (see the module docstring).
 
@@ -430,18 +441,13 @@ class BundleStrategy(Strategy):
     """
 
     def __init__(self, name: str, strategy: str, scorer: CaseScorer) -> None:
-        if strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {strategy!r}; strategies: {list(STRATEGIES)}")
+        _check_strategy(strategy)
         super().__init__(f"{_DESCRIPTIONS[strategy]} ({scorer.bundle}; unlabelled images, inside the user's box)")
-        self.name = name
-        self.strategy = strategy
-        self.scorer = scorer
+        self.name, self.strategy, self.scorer = name, strategy, scorer
 
     def info(self) -> dict[str, Any]:
         """MONAI Label's strategy info plus the bundle and the strategy."""
-        info: dict[str, Any] = super().info()
-        info.update(bundle=self.scorer.bundle, strategy=self.strategy)
-        return info
+        return _with_bundle(super().info(), self.scorer, self.strategy)
 
     def __call__(self, request: Mapping[str, Any], datastore: Datastore) -> dict[str, Any] | None:
         """The next image to annotate, or ``None`` (MONAI Label answers ``{}``) when no unlabelled image is left.
@@ -504,18 +510,13 @@ class BundleScoring(ScoringMethod):
     """
 
     def __init__(self, name: str, strategy: str, scorer: CaseScorer) -> None:
-        if strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {strategy!r}; strategies: {list(STRATEGIES)}")
+        _check_strategy(strategy)
         super().__init__(f"stores the {strategy} score of every unlabelled image ({scorer.bundle})")
-        self.name = name
-        self.strategy = strategy
-        self.scorer = scorer
+        self.name, self.strategy, self.scorer = name, strategy, scorer
 
     def info(self) -> dict[str, Any]:
         """MONAI Label's scoring info plus the bundle and the strategy."""
-        info: dict[str, Any] = super().info()
-        info.update(bundle=self.scorer.bundle, strategy=self.strategy)
-        return info
+        return _with_bundle(super().info(), self.scorer, self.strategy)
 
     def __call__(self, request: Mapping[str, Any], datastore: Datastore) -> dict[str, Any]:
         """Score and store; returns ``{"method", "strategy", "bundle", "weights", "scores": {id: score}, "reused":
