@@ -80,13 +80,17 @@ def plot_curves(
             have models at the same numbers of cases (the x positions of the ``interactions`` panel are averaged).
         out_png: the PNG to write.
         title: figure title.
-        x_keys: one panel per x quantity.
+        x_keys: one panel per x quantity (a quantity equal at every point, such as the interactions of a
+            ground-truth annotator, gets no panel).
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    points = [p for method_runs in runs.values() for r in method_runs for p in r]
+    # a panel with no spread (e.g. interactions of ground-truth annotators, all 0) says nothing: left out
+    x_keys = [k for k in x_keys if len({p.get(k) for p in points}) > 1] or list(x_keys[:1])
     fig, axes = plt.subplots(1, len(x_keys), figsize=(5.5 * len(x_keys), 4.2), squeeze=False)
     labels = {"cases": "corrected cases in the training set", "interactions": "interactions (box + strokes)"}
     for ax, x_key in zip(axes[0], x_keys, strict=True):

@@ -252,3 +252,16 @@ def test_state_and_models_survive_in_a_copied_folder(full_run: Path, tmp_path: P
     (copy / "state.json").write_text("{not json")
     with pytest.raises(ValueError, match="not a readable active-learning loop state"):
         LoopState.load(copy / "state.json")
+
+
+def test_curves_leave_out_a_constant_quantity(tmp_path: Path) -> None:
+    import matplotlib.image
+
+    from common.active_learning import plot_curves
+
+    points = [{"cases": c, "interactions": 0, "dice": 0.5 + 0.1 * c} for c in range(3)]
+    one = plot_curves({"a": [points]}, tmp_path / "one.png")
+    points = [{"cases": c, "interactions": 5 * c, "dice": 0.5 + 0.1 * c} for c in range(3)]
+    two = plot_curves({"a": [points, points]}, tmp_path / "two.png")
+    width_one, width_two = (matplotlib.image.imread(p).shape[1] for p in (one, two))
+    assert width_two > 1.8 * width_one  # two panels against one
