@@ -348,11 +348,13 @@ def run_active_learning(data_dir: Path, out_dir: Path, pool_size: int = 3, n_hel
     )  # fmt: skip
     report = json.loads((state_dir / "report.json").read_text())
     for record in report["annotated"]:
-        print(
-            f"[demo] active learning: case {record['order']} {record['key']} (score {record['score']:.3g}) corrected "
-            f"with {record['interactions']} interactions: Dice "
+        how = (
+            "labelled with its ground truth"
+            if record["rounds"] == 0
+            else f"corrected with {record['interactions']} interactions: Dice "
             + " -> ".join(f"{d:.3f}" for d in record["dice_per_round"])
         )
+        print(f"[demo] active learning: case {record['order']} {record['key']} (score {record['score']:.3g}) {how}")
     curve = " ".join(f"{p['cases']} cases {p['dice']:.3f}" for p in report["curve"])
     print(f"[demo] active learning: held-out Dice of each model (from a box): {curve}")
     print(f"[demo] wrote {state_dir}/report.md and learning_curves.png")
