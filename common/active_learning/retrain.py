@@ -72,11 +72,7 @@ def retrain_model(
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"iterations must be an int >= 1, got {iterations!r}")
     root = Path(bundle_root)
-    files = [Path(f) for f in (config_files or [root / "configs" / "train.json"])]
-    for f in files:
-        if not f.is_file():
-            raise FileNotFoundError(f"bundle config not found: {f}")
-    parser = load_bundle_config(files, root)
+    parser = load_bundle_config(list(config_files or [root / "configs" / "train.json"]), root)
     epochs = math.ceil(iterations / len(items))
     settings: dict[str, Any] = {
         "train_items": [dict(item) for item in items],

@@ -31,8 +31,15 @@ _WRITERS = (SaveImaged, SaveImage)
 
 def load_bundle_config(config_file: str | Path | Sequence[str | Path], bundle_root: str | Path) -> ConfigParser:
     """A parser of a bundle's config file(s) (later files override earlier ones, as with ``monai.bundle run
-    --config_file``) with ``bundle_root`` set to the bundle folder, not the working directory."""
+    --config_file``) with ``bundle_root`` set to the bundle folder, not the working directory.
+
+    Raises:
+        FileNotFoundError: a config file that does not exist (named in the message).
+    """
     files = [config_file] if isinstance(config_file, str | Path) else list(config_file)
+    for f in files:
+        if not Path(f).is_file():
+            raise FileNotFoundError(f"bundle config not found: {f}")
     parser = ConfigParser()
     parser.read_config([str(f) for f in files])
     parser["bundle_root"] = str(bundle_root)
@@ -122,11 +129,7 @@ class BundleInferencePipeline:
             FileNotFoundError: no such bundle folder, config or weights file.
         """
         root = Path(bundle_root)
-        files = [Path(f) for f in (config_files or [root / "configs" / "inference.json"])]
-        for f in files:
-            if not f.is_file():
-                raise FileNotFoundError(f"bundle config not found: {f}")
-        parser = load_bundle_config(files, root)
+        parser = load_bundle_config(list(config_files or [root / "configs" / "inference.json"]), root)
         for key, value in (overrides or {}).items():
             parser[key] = value
         if device is not None:
