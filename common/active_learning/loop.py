@@ -26,6 +26,7 @@ Cases are the per-structure sample dicts of :func:`common.data.expand_structures
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -42,7 +43,7 @@ from common.active_learning.report import write_report
 from common.active_learning.retrain import retrain_model
 from common.active_learning.state import LoopState, write_json_atomic
 from common.active_learning.strategies import STRATEGIES, score_cases
-from common.bundle.pipeline import BundleInferencePipeline
+from common.bundle.pipeline import BundleInferencePipeline, load_bundle_config
 from common.evaluation.bundle_adapter import BundleAdapter
 from common.evaluation.cases import EvalCase, load_eval_cases
 from common.evaluation.loop import run_interactive_evaluation
@@ -206,6 +207,7 @@ class ActiveLearningLoop:
         if not self.general_weights.is_file():
             raise FileNotFoundError(f"general model weights not found: {self.general_weights}")
         self._cases: dict[str, EvalCase] = {}
+        self._inputs: dict[str, torch.Tensor] = {}
         self._pipelines: dict[tuple[str, str], BundleInferencePipeline] = {}
 
     # ----------------------------------------------------------------------------------------------------------------
@@ -222,8 +224,6 @@ class ActiveLearningLoop:
         return self.state_dir / "labels" / f"{key}.json"
 
     def _default_weights(self) -> Path:
-        from common.bundle.pipeline import load_bundle_config
-
         parser = load_bundle_config(self.bundle_root / "configs" / "inference.json", self.bundle_root)
         for key, value in self.inference_overrides.items():
             parser[key] = value
@@ -335,9 +335,11 @@ class ActiveLearningLoop:
             adapter = BundleAdapter(pipeline, KIND, name="strategy")
             network = pipeline.network
             for key in keys:
-                case = self.case(key)
-                x = adapter.network_input(case.image, self.box_state(case), case.info)
-                inputs.append(x[:, :1].to(pipeline.device))  # channel 0: the crop (1: scribble codes, none yet)
+                if key not in self._inputs:  # the box crop does not depend on the weights: pre-processed once
+                    case = self.case(key)
+                    x = adapter.network_input(case.image, self.box_state(case), case.info)
+                    self._inputs[key] = x[:, :1]  # channel 0: the crop (1: scribble codes, none yet)
+                inputs.append(self._inputs[key].to(pipeline.device))
         else:
             inputs = [torch.zeros(1, 1, 1, 1, 1) for _ in keys]  # order- or draw-based: inputs are not looked at
         scores = score_cases(strategy, network, inputs, seed=seed, samples=self.settings.samples)
@@ -405,8 +407,6 @@ class ActiveLearningLoop:
         """Adopt labels written before an interruption that ``state.json`` does not list yet."""
         for key in list(state.remaining):
             if self.label_file(key).is_file() and self.record_file(key).is_file():
-                import json
-
                 record = json.loads(self.record_file(key).read_text())
                 logger.info("adopting the label of %s written before the interruption", key)
                 self._adopt(state, record)

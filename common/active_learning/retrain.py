@@ -80,7 +80,6 @@ def retrain_model(
         "num_workers": 0,
         "train#handlers": [],
         "train#dataset#progress": False,
-        "train#trainer#amp": False,
     }
     settings.update(overrides or {})
     for key, value in settings.items():
