@@ -13,6 +13,8 @@ only imports :class:`InteractiveSegApp`). Options, as ``--conf KEY VALUE`` pairs
     where training writes weights, one ``<bundle>/model.pt`` each (default: the app folder's ``model/``).
 ``preload``
     ``true`` loads every network at start (default ``false``: on the first request).
+``threads``
+    torch threads per inference (default: half the usable cores, at least 1); inferences run one at a time.
 ``auto_scoring``
     ``true`` lets MONAI Label run every scoring method at start and after each ``/activelearning`` and ``/train``
     request (its ``MONAI_LABEL_AUTO_UPDATE_SCORING``); default ``false``: scoring runs when ``/scoring/<name>`` is
@@ -36,16 +38,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
+import threading
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
+import torch
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute, Match
 from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
+from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.interfaces.tasks.strategy import Strategy
@@ -55,12 +59,23 @@ from monailabel.tasks.activelearning.random import Random
 
 import common
 from common.monailabel.bundles import ServedBundle, discover_bundles, parse_kinds, parse_names
+from common.monailabel.datastore import CheckedDatastore
 from common.monailabel.infer import BundleInteractionInferTask
+from common.monailabel.params import DEFAULT_SAVE_TAG, check_label_tag
+from common.monailabel.routes import AddImageRoute, InferRoute, SaveLabelRoute, install_first
 from common.monailabel.strategies import BundleScoring, BundleStrategy, build_active_learning, remember_box
 from common.monailabel.studies import LABELS_FILE
 from common.monailabel.train import BundleInteractionTrainTask
+from common.refinement.graphcut import GraphCutTimeout
 
-__all__ = ["InteractiveSegApp", "UnknownNameRoute", "install_unknown_name_route", "read_label_names"]
+__all__ = [
+    "InteractiveSegApp",
+    "UnknownNameRoute",
+    "install_unknown_name_route",
+    "parse_threads",
+    "read_label_names",
+    "usable_cores",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -137,10 +152,14 @@ class InteractiveSegApp(MONAILabelApp):
         self.label_names = read_label_names(studies)
         self.preload = str(conf.get("preload", "false")).lower() in _TRUE
         self.auto_scoring = str(conf.get("auto_scoring", "false")).lower() in _TRUE
+        self.threads = parse_threads(conf.get("threads"))
+        torch.set_num_threads(self.threads)
+        self._infer_lock = threading.Lock()
         logger.info(
-            "serving %s; trained weights in %s",
+            "serving %s; trained weights in %s; %d torch threads per inference",
             ", ".join(f"{b.name} ({b.kind.name})" for b in self.served),
             self.models_dir,
+            self.threads,
         )
         super().__init__(
             app_dir=app_dir,
@@ -151,6 +170,19 @@ class InteractiveSegApp(MONAILabelApp):
             version=common.__version__,
         )
         self._auto_update_scoring = bool(getattr(self, "_auto_update_scoring", False) and self.auto_scoring)
+        self._install_lifecycle()
+
+    def init_datastore(self) -> Datastore:
+        """A :class:`~common.monailabel.datastore.CheckedDatastore` on a studies folder (MONAI Label's settings);
+        MONAI Label's own datastores for DICOMweb, XNAT and DSA."""
+        if self.studies.startswith(("http://", "https://")):
+            return super().init_datastore()
+        return CheckedDatastore(
+            self.studies,
+            extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
+            auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+            read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
+        )
 
     def trained_weights(self, bundle: ServedBundle) -> Path:
         """Where training writes ``bundle``'s weights and inference looks for them first."""
@@ -191,36 +223,90 @@ class InteractiveSegApp(MONAILabelApp):
 
     def on_init_complete(self) -> None:
         """MONAI Label's start-up, after putting the 404 route for unknown scoring methods in front of its own."""
-        install_unknown_name_route(
-            settings.MONAI_LABEL_API_STR + "/scoring", lambda: self._scoring_methods, "scoring method"
-        )
+        prefix = settings.MONAI_LABEL_API_STR
+        install_unknown_name_route(prefix + "/scoring", lambda: self._scoring_methods, "scoring method")
+        for route in (InferRoute(prefix), SaveLabelRoute(prefix), AddImageRoute(prefix)):
+            install_first(route, _same_type(route))
         super().on_init_complete()
 
-    def infer(self, request: dict[str, Any], datastore: Any = None) -> dict[str, Any]:
-        """MONAI Label's infer, with 404 for an unknown model or image and 400 for a request the checks reject.
+    def infer_models(self) -> list[str]:
+        """The names of the served models (``/infer/<name>``)."""
+        return sorted(self._infers)
 
-        After a successful inference of a datastore image with a box (kind ``box_scribbles``), the box the bundle
-        used is stored in the image info (:func:`common.monailabel.strategies.remember_box`).
+    def image_path_of(self, image_id: Any) -> str:
+        """The file of datastore image ``image_id``.
+
+        Raises:
+            HTTPException: 404 for anything that is not the id of a datastore image (file paths included).
         """
-        model = request.get("model")
-        if model not in self._infers:
-            raise HTTPException(status_code=404, detail=f"unknown model {model!r}; models: {sorted(self._infers)}")
-        image = request.get("image")
+        uri = self.datastore().get_image_uri(image_id) if isinstance(image_id, str) and image_id else ""
+        if not uri:
+            raise HTTPException(
+                status_code=404,
+                detail=f"unknown image id {image_id!r}: images are datastore ids (GET /datastore/?output=all lists "
+                "them), a session_id, or an uploaded file; file paths are not accepted",
+            )
+        return str(uri)
+
+    def infer(self, request: dict[str, Any], datastore: Any = None) -> dict[str, Any]:
+        """MONAI Label's infer entry point (also used by batch inference): ``request["image"]`` must be a datastore
+        image id; see :meth:`run_infer`.
+
+        Raises:
+            HTTPException: 404 for an unknown model or image id, 400 for a request the checks reject.
+        """
         store = datastore if datastore else self.datastore()
-        in_datastore = isinstance(image, str) and not os.path.exists(image)
-        if in_datastore and not store.get_image_uri(image):
+        image = request.get("image")
+        uri = store.get_image_uri(image) if isinstance(image, str) and image else ""
+        if not uri:
             raise HTTPException(
                 status_code=404, detail=f"unknown image id {image!r}: see GET /datastore/?output=all for the ids"
             )
+        return self.run_infer(dict(request), str(uri), str(image), store)
+
+    def run_infer(
+        self, request: dict[str, Any], image_path: str, image_id: str | None, datastore: Any = None
+    ) -> dict[str, Any]:
+        """Run model ``request["model"]`` on the image file ``image_path`` (one inference at a time).
+
+        Args:
+            request: the checked request (:func:`common.monailabel.params.check_params`) with ``model``.
+            image_path: a file the server holds: a datastore image, a session's image or an upload.
+            image_id: the datastore id of ``image_path`` (``None`` for sessions and uploads: nothing is stored then).
+            datastore: the datastore (default: the app's).
+
+        Returns:
+            MONAI Label's result: ``{"label", "tag", "file", "params"}``.
+
+        After a successful inference of a datastore image with a box (kind ``box_scribbles``), the box the bundle
+        used is stored in the image info (:func:`common.monailabel.strategies.remember_box`); with ``save_label`` the
+        result is stored under ``label_tag`` (never ``final``: :func:`~common.monailabel.params.check_params`).
+
+        Raises:
+            HTTPException: 404 for an unknown model; 400 for a request the interaction kind or the bundle's checks
+                reject; 422 when the graph cut ran out of time.
+        """
+        model = request.get("model")
+        task = self._infers.get(model) if isinstance(model, str) else None
+        if task is None:
+            raise HTTPException(status_code=404, detail=f"unknown model {model!r}; models: {self.infer_models()}")
+        store = datastore if datastore else self.datastore()
+        request.update(image=image_path, description=task.description)
         try:
-            result: dict[str, Any] = super().infer(request, datastore)
+            with self._infer_lock:
+                result_file, result_json = task(request)
+        except GraphCutTimeout as err:
+            raise HTTPException(status_code=422, detail=str(err)) from err
         except (ValueError, FileNotFoundError) as err:
             logger.info("rejected infer request for %s: %s", model, err)
             raise HTTPException(status_code=400, detail=str(err)) from err
-        params = result.get("params")
-        if in_datastore and isinstance(params, dict) and params.get("box") is not None:
-            remember_box(store, str(image), str(model), params["box"])
-        return result
+        label_id = result_file
+        if image_id is not None and request.get("save_label") and result_file and os.path.exists(result_file):
+            tag = check_label_tag(request.get("label_tag") or DEFAULT_SAVE_TAG, allow_final=False)
+            label_id = store.save_label(image_id, result_file, tag, {"model": model, "params": result_json})
+        if image_id is not None and isinstance(result_json, dict) and result_json.get("box") is not None:
+            remember_box(store, image_id, str(model), result_json["box"])
+        return {"label": label_id, "tag": DEFAULT_SAVE_TAG, "file": result_file, "params": result_json}
 
     def next_sample(self, request: dict[str, Any]) -> dict[str, Any]:
         """MONAI Label's active learning, with 404 for an unknown strategy and 400 for bad strategy options."""
@@ -250,6 +336,47 @@ class InteractiveSegApp(MONAILabelApp):
             raise HTTPException(status_code=400, detail=str(err)) from err
         return result
 
+    def _install_lifecycle(self) -> None:
+        """In the server: stop the training processes with it, clean up a killed server's leftovers, refuse (409) a
+        training of weights another process trains (:func:`common.monailabel.lifecycle.install_server_guard`)."""
+        from common.monailabel.lifecycle import install_server_guard
+
+        install_server_guard(
+            {n: t.trained_weights for n, t in self._trainers.items() if isinstance(t, BundleInteractionTrainTask)}
+        )
+
+
+def _same_type(route: APIRoute) -> Callable[[Any], bool]:
+    return lambda other: type(other) is type(route)
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def parse_threads(value: Any) -> int:
+    """The ``threads`` option: torch threads per inference (default: half the usable cores, at least 1).
+
+    Inferences run one at a time; half the cores keeps the other half for a training started from the viewer and for
+    the server itself (torch's default, every core, made each request 4 to 6 times slower on a busy 2-core machine).
+
+    Raises:
+        ValueError: not a positive integer.
+    """
+    if value is None or value == "":
+        return max(1, usable_cores() // 2)
+    try:
+        threads = int(str(value))
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise ValueError(f"--conf threads must be a positive integer, got {value!r}")
+    return threads
+
 
 def install_unknown_name_route(prefix: str, names: Callable[[], Collection[str]], what: str) -> bool:
     """Put an :class:`UnknownNameRoute` first in the running MONAI Label server's routes (once).
@@ -257,11 +384,7 @@ def install_unknown_name_route(prefix: str, names: Callable[[], Collection[str]]
     Does nothing outside the server (MONAI Label's background task processes never import ``monailabel.app``).
     Returns whether the route is in place.
     """
-    server = sys.modules.get("monailabel.app")
-    api = getattr(server, "app", None)
-    routes = getattr(getattr(api, "router", None), "routes", None)
-    if not isinstance(routes, list):
-        return False
-    if not any(isinstance(r, UnknownNameRoute) and r.path == f"{prefix}/{{name}}" for r in routes):
-        routes.insert(0, UnknownNameRoute(prefix, names, what))
-    return True
+    path = f"{prefix}/{{name}}"
+    return install_first(
+        UnknownNameRoute(prefix, names, what), lambda r: isinstance(r, UnknownNameRoute) and r.path == path
+    )

@@ -30,11 +30,16 @@ from monai.transforms import LoadImage, LoadImaged, SqueezeDimd
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 from common.bundle.pipeline import load_bundle_config, transforms_of, without_writers
+from common.data.geometry import affine_of
 from common.monailabel.bundles import ServedBundle
+from common.monailabel.memory import RememberedResult, ResultMemory, memory_key
 
 __all__ = ["BundleInteractionInferTask", "box_key_of", "bundle_labels", "parsed_box"]
 
 logger = logging.getLogger(__name__)
+
+#: request entry holding the result memory key (set by the task itself, never by a client: see ``RESERVED_PARAMS``)
+_MEMORY_KEY = "previous_result_key"
 
 
 def bundle_labels(metadata: dict[str, Any]) -> dict[str, int]:
@@ -112,6 +117,8 @@ class BundleInteractionInferTask(BasicInferTask):
         self._postprocessing = self._parser.get_parsed_content("postprocessing", instantiate=True)
         #: the data key of the box the bundle's box transform parses (``None``: the bundle takes no box)
         self.box_key: str | None = box_key_of(transforms_of(self._preprocessing))
+        #: the last result sent per (model, image, segment), for kinds that remember results
+        self.memory = ResultMemory()
         dimension = bundle.kind.dimension or _spatial_dims(metadata)
         super().__init__(
             path=[str(bundle.weights), str(self.trained_weights)],
@@ -203,18 +210,41 @@ class BundleInteractionInferTask(BasicInferTask):
         result_file, result_json = super().writer(
             data, extension=extension, dtype=dtype or data.get("result_dtype") or np.uint8
         )
+        key = data.get(_MEMORY_KEY)
+        if key is not None:
+            self.remember(key, data)
         box = parsed_box(data.get(self.box_key)) if self.box_key else None
         if box is not None and isinstance(result_json, dict):
             result_json["box"] = box
         return result_file, result_json
 
+    def remember(self, key: tuple[str, str, str], data: dict[str, Any]) -> None:
+        """Remember the result in ``data`` (written for the viewer) with the user's slices of the request."""
+        pred = data[self.output_label_key]
+        mask = np.asarray(pred.detach().cpu() if hasattr(pred, "detach") else pred) > 0
+        affine = affine_of(pred)
+        axis = data.get("slice_axis")
+        if mask.ndim != 3 or affine is None or not isinstance(axis, int):
+            self.memory.forget(key)
+            return
+        user = tuple(int(s) for s in data.get("user_slices", ()))
+        self.memory.put(key, RememberedResult(mask, affine, axis, user))
+
     def __call__(self, request: dict[str, Any], callbacks: Any = None) -> tuple[Any, dict[str, Any]]:
         """Build the kind's datalist keys from ``request`` and run the bundle.
+
+        For a kind that remembers results (:attr:`InteractionKind.remembers_result`), the result last sent for this
+        image and segment is passed to the kind (unless the request says ``reset_state``) and the new one remembered.
 
         Raises:
             ValueError / FileNotFoundError: the request lacks what the kind or the bundle's checks need (the
                 app answers these with HTTP 400).
         """
+        request = dict(request)
+        key = memory_key(self.bundle.name, request) if self.bundle.kind.remembers_result else None
+        if key is not None:
+            request["previous_result"] = None if request.get("reset_state") else self.memory.get(key)
+            request[_MEMORY_KEY] = key
         with tempfile.TemporaryDirectory(prefix="isb_request_") as workdir:
             item = self.bundle.kind.build_item(request, Path(workdir))
             result_file, result_json = super().__call__({**request, **item}, callbacks)

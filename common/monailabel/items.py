@@ -11,14 +11,17 @@ Conventions: label volumes are NIfTI arrays indexed ``[i, j, k]`` as stored; cli
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
+from monai.transforms import LoadImage
 
+from common.data.geometry import affine_of, axial_axis
 from common.interaction.requests import SCRIBBLES_BG_VALUE, SCRIBBLES_FG_VALUE
+from common.monailabel.memory import RememberedResult, correction_slices
 
 __all__ = [
     "SCRIBBLES_BG_VALUE",
@@ -26,6 +29,7 @@ __all__ = [
     "binarise_annotation",
     "box_scribbles_item",
     "click_item",
+    "read_label_volume",
     "slice_propagation_item",
 ]
 
@@ -53,84 +57,161 @@ def _label_value(raw: Any) -> int | None:
     return int(value)
 
 
-def binarise_annotation(path: Path, label_value: int | None, workdir: Path) -> Path:
-    """The user's annotation as a binary ``{0, 1}`` volume: ``path`` itself when already binary, else a new file.
+def read_label_volume(path: Path) -> tuple[np.ndarray, np.ndarray, Any]:
+    """Voxels, ``(4, 4)`` RAS affine and NIfTI header (``None`` for other formats) of an uploaded label volume.
 
-    Args:
-        path: the uploaded label volume (NIfTI), ``(H, W, D)`` indexed as stored, non-zero on annotated slices.
-        label_value: the label value of the structure to propagate; ``None`` accepts a binary volume or one with a
-            single non-zero value (e.g. a viewer's only segment exported with value 3).
-        workdir: folder for the binarised copy (``annotation.nii.gz``, same affine and header); ``path`` is never
-            modified.
-
-    Returns:
-        The path of a binary annotation volume.
+    NIfTI is read with nibabel; other formats (3D Slicer's ``.nrrd`` / ``.seg.nrrd``, MetaImage) with MONAI's
+    ``LoadImage`` (ITK, affine converted to RAS). A trailing singleton dimension is dropped.
 
     Raises:
-        ValueError: several label values and no ``label_value``, ``label_value`` absent from the volume, a
-            non-integer volume, or a ``label_value`` for a format other than NIfTI. Messages name the file and the
-            values found.
+        ValueError: the file cannot be read as an image (truncated, not an image, ...), or it holds non-integer
+            values.
     """
-    if not _is_nifti(path):
-        if label_value is not None:
-            raise ValueError(f"label_value needs a NIfTI label upload (.nii or .nii.gz), got {path.name}")
-        return path  # other formats go to the bundle as they are; its checks report a non-binary annotation
-    image: Any = nib.load(str(path))
-    data = np.asanyarray(image.dataobj)
+    try:
+        if _is_nifti(path):
+            image: Any = nib.load(str(path))
+            data = np.asanyarray(image.dataobj)
+            affine, header = np.asarray(image.affine, dtype=np.float64), image.header
+        else:
+            loaded = LoadImage(image_only=True)(str(path))
+            data, header = np.asarray(loaded), None
+            found = affine_of(loaded)
+            affine = np.eye(4) if found is None else found
+    except Exception as err:  # nibabel / ITK raise many kinds for a file that is not an image
+        raise ValueError(
+            f"cannot read the uploaded label {path.name} as an image ({type(err).__name__}: {err}); uploads must be "
+            "label volumes (NIfTI .nii.gz, NRRD, ...) on the image's grid"
+        ) from None
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
     if not np.issubdtype(data.dtype, np.integer) and not np.array_equal(data, np.round(data)):
         raise ValueError(f"the uploaded label {path.name} must hold integer label values, got dtype {data.dtype}")
+    return data, affine, header
+
+
+def _named_value(request: Mapping[str, Any], values: Sequence[int]) -> int | None:
+    """The label value of the segment the viewer names (3D Slicer: ``selected_label_name`` or ``label`` with
+    ``label_info`` ``[{"name", "id"}]``), ``None`` when the request names none."""
+    name = request.get("selected_label_name") or request.get("label_name")
+    label_info = request.get("label_info")
+    if not name or label_info is None:
+        return None
+    if not isinstance(label_info, list | tuple):
+        raise ValueError(f"label_info must be a list of {{'name': ..., 'id': ...}}, got {label_info!r}")
+    ids = {
+        str(e.get("name")): e.get("id", e.get("idx")) for e in label_info if isinstance(e, Mapping) and e.get("name")
+    }
+    if name not in ids:
+        raise ValueError(f"the selected segment {name!r} is not among the uploaded segments {sorted(ids)} (label_info)")
+    value = _label_value(ids[name])
+    if value not in values:
+        raise ValueError(
+            f"the selected segment {name!r} (label value {value}) is empty in the upload: draw it on at least one "
+            "slice first"
+        )
+    return value
+
+
+def binarise_annotation(
+    path: Path, label_value: int | None, request: Mapping[str, Any] | None = None
+) -> tuple[np.ndarray, np.ndarray, Any]:
+    """The user's segment in an uploaded label volume, as a bool volume.
+
+    Args:
+        path: the uploaded label volume, ``(H, W, D)`` indexed as stored, non-zero on annotated slices.
+        label_value: the label value of the structure; ``None``: the segment the viewer names (see
+            :func:`_named_value`), else a binary volume or one with a single non-zero value.
+        request: the request, for the segment name and ``label_info``.
+
+    Returns:
+        ``(mask, affine, header)``: bool ``(H, W, D)``, the upload's affine and NIfTI header (``None`` otherwise).
+
+    Raises:
+        ValueError: unreadable upload; several label values and no way to tell which one; a value absent from the
+            volume. Messages name the file and the values found.
+    """
+    data, affine, header = read_label_volume(path)
     values = sorted(int(v) for v in np.unique(data) if v != 0)
+    if label_value is None and request is not None:
+        label_value = _named_value(request, values)
     if label_value is None:
-        if values in ([], [1]):
-            return path
         if len(values) > 1:
             raise ValueError(
-                f"the uploaded label {path.name} holds several label values {values}: "
-                'say which structure to propagate with params {"label_value": <value>}'
+                f"the uploaded label {path.name} holds several label values {values}: say which structure to "
+                'propagate with params {"label_value": <value>} or, as 3D Slicer does, "selected_label_name" and '
+                '"label_info"'
             )
-        label_value = values[0]
+        label_value = values[0] if values else 1
     elif label_value not in values:
         raise ValueError(
             f"label_value {label_value} does not occur in the uploaded label {path.name} (values {values})"
         )
-    binary = (data == label_value).astype(np.uint8)
-    header = image.header.copy()
-    header.set_data_dtype(np.uint8)
-    out = workdir / "annotation.nii.gz"
-    nib.save(nib.Nifti1Image(binary, image.affine, header), str(out))
-    logger.debug("binarised label value %d of %s into %s", label_value, path, out)
-    return out
+    return data == label_value, affine, header
 
 
 def slice_propagation_item(request: Mapping[str, Any], workdir: Path) -> dict[str, Any]:
-    """Item ``{"annotation": path}`` for the slice-propagation bundle (``inference.json`` keys image, annotation).
+    """Item ``{"annotation", "empty_slices", "user_slices", "slice_axis"}`` for the slice-propagation bundle.
 
     The viewer uploads its current label volume as the multipart file ``label`` (MONAI Label stores the upload and
-    passes its path as ``request["label"]``). It must lie on the image's grid; non-zero voxels mark the annotated
-    slices. With several label values, ``params`` must name one: ``{"label_value": 4}``.
+    passes its path as ``request["label"]``). It must lie on the image's grid. Which segment is the structure:
+    ``params["label_value"]``, else the segment 3D Slicer names (``selected_label_name`` with ``label_info``), else the
+    upload's only non-zero value.
+
+    The user's slices (along the stored axis that runs I-S, the propagation axis): every non-empty slice on a first
+    request; with ``request["previous_result"]`` (the result the server sent last for this image and segment,
+    :class:`~common.monailabel.memory.RememberedResult`), the slices drawn before plus those where the upload differs
+    from that result (:func:`~common.monailabel.memory.correction_slices`). Their non-empty ones become the
+    ``annotation`` file (every other slice is predicted again); slices the user emptied become ``empty_slices``,
+    where the propagation stops (:class:`~common.propagation.StopAtEmptyUserSlicesd`).
 
     Args:
         request: the MONAI Label request.
-        workdir: per-request folder for a binarised copy of the annotation.
+        workdir: per-request folder for the annotation file.
 
     Raises:
-        ValueError: no uploaded label, or an ambiguous / inconsistent ``label_value`` (see
-            :func:`binarise_annotation`).
+        ValueError: no upload, an unreadable or ambiguous one, or no slice with the structure among the user's.
         FileNotFoundError: the uploaded label path does not exist.
     """
     label = request.get("label")
     if not isinstance(label, str) or not label:
         raise ValueError(
             "slice propagation needs the user's annotated slices: upload the label volume (same grid as the image, "
-            "non-zero on the annotated slices) as the multipart file 'label', and do not set 'label' in params"
+            "non-zero on the annotated slices) as the multipart file 'label'"
         )
     path = Path(label)
     if not path.is_file():
         raise FileNotFoundError(
-            f"the annotation {label!r} does not exist: upload the label volume as the multipart file 'label' "
-            "(a 'label' entry in params replaces the upload)"
+            f"the annotation {label!r} does not exist: upload the label volume as the multipart file 'label'"
         )
-    return {"annotation": str(binarise_annotation(path, _label_value(request.get("label_value")), workdir))}
+    mask, affine, header = binarise_annotation(path, _label_value(request.get("label_value")), request)
+    if mask.ndim != 3:
+        raise ValueError(f"the uploaded label {path.name} must be a 3D volume, got shape {mask.shape}")
+    axis = axial_axis(affine)
+    previous = request.get("previous_result")
+    if not isinstance(previous, RememberedResult) or not previous.matches(mask.shape, affine, axis):
+        previous = None
+    drawn, empty = correction_slices(mask, previous, axis)
+    if not drawn:
+        raise ValueError(
+            f"nothing to propagate: the uploaded annotation {path.name} has no slice with the structure among the "
+            f"user's slices{' (only emptied slices ' + str(empty) + ')' if empty else ''}"
+        )
+    annotation = np.zeros(mask.shape, dtype=np.uint8)
+    index = [slice(None)] * 3
+    index[axis] = drawn  # type: ignore[call-overload]
+    annotation[tuple(index)] = mask[tuple(index)]
+    if header is not None:
+        header = header.copy()
+        header.set_data_dtype(np.uint8)
+    out = workdir / "annotation.nii.gz"
+    nib.save(nib.Nifti1Image(annotation, affine, header), str(out))
+    logger.debug("annotation of %s: drawn slices %s, emptied %s (axis %d)", path.name, drawn, empty, axis)
+    return {
+        "annotation": str(out),
+        "empty_slices": empty,
+        "user_slices": sorted(drawn + empty),
+        "slice_axis": axis,
+    }
 
 
 def click_item(request: Mapping[str, Any], workdir: Path) -> dict[str, Any]:

@@ -65,6 +65,9 @@ class InteractionKind:
         dimension: the ``dimension`` reported to viewers; ``None`` takes the length of the bundle's
             ``network_data_format.inputs.image.spatial_shape``. Viewers act on it: 3D Slicer sends a 2D DeepGrow
             model (``2``) only the clicks of the current slice and updates only that slice.
+        remembers_result: the server remembers the last result it sent per image and segment and passes it to
+            ``build_item`` as ``request["previous_result"]``, so that the upload's edits can be told from the result
+            (:mod:`common.monailabel.memory`).
 
     Raises:
         ValueError: empty name or unknown ``infer_type``.
@@ -75,6 +78,7 @@ class InteractionKind:
     build_item: ItemBuilder
     description: str
     dimension: int | None = None
+    remembers_result: bool = False
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").isalnum():
@@ -129,6 +133,7 @@ register_kind(
         build_item=slice_propagation_item,
         description="propagates the user's annotated slices (uploaded label volume) through the volume",
         dimension=3,
+        remembers_result=True,
     )
 )
 register_kind(

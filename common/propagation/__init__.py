@@ -9,7 +9,13 @@
 
 from __future__ import annotations
 
-from common.propagation.annotation import CheckAnnotationd, RestoreUserSlicesd, slice_axis_in_array
+from common.propagation.annotation import (
+    CheckAnnotationd,
+    RestoreUserSlicesd,
+    StopAtEmptyUserSlicesd,
+    reachable_slices,
+    slice_axis_in_array,
+)
 from common.propagation.engine import FrontRecord, PredictFn, PropagationResult, propagate
 from common.propagation.inferer import SlicePropagationInferer
 from common.propagation.merge import (
@@ -35,7 +41,9 @@ __all__ = [
     "PropagationResult",
     "RestoreUserSlicesd",
     "SlicePropagationInferer",
+    "StopAtEmptyUserSlicesd",
     "get_merge_rule",
     "propagate",
+    "reachable_slices",
     "slice_axis_in_array",
 ]

@@ -7,7 +7,7 @@ slice the user annotated is returned exactly as the user drew it.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,7 +21,13 @@ from common.data.geometry import affine_of, slice_axis_in_array
 from common.propagation.validation import validate_image, validate_volume_annotation
 from common.transforms.provenance import UNKNOWN_SOURCE, source_name
 
-__all__ = ["CheckAnnotationd", "RestoreUserSlicesd", "slice_axis_in_array"]
+__all__ = [
+    "CheckAnnotationd",
+    "RestoreUserSlicesd",
+    "StopAtEmptyUserSlicesd",
+    "reachable_slices",
+    "slice_axis_in_array",
+]
 
 
 def _source(x: Any) -> str:
@@ -118,4 +124,97 @@ class RestoreUserSlicesd(MapTransform):
             if isinstance(pred, MetaTensor) and isinstance(out, MetaTensor):
                 out.meta = dict(pred.meta)
             d[key] = out
+        return d
+
+
+def reachable_slices(depth: int, annotated: Sequence[int], empty: Sequence[int]) -> np.ndarray:
+    """Which of ``depth`` slices a propagation from ``annotated`` may reach without crossing an ``empty`` user slice.
+
+    A slice the user marked empty (e.g. erased a leak there) is a barrier: the structure ends before it. Slice ``s``
+    is reachable when some annotated slice ``a`` has no empty user slice between ``a`` and ``s`` (inclusive of
+    ``s``).
+
+    Args:
+        depth: number of slices along the axis.
+        annotated: slice indices the user drew the structure on.
+        empty: slice indices the user marked as not containing it (disjoint from ``annotated``).
+
+    Returns:
+        bool ``(depth,)``.
+
+    Raises:
+        ValueError: an index outside ``[0, depth)`` or a slice in both lists.
+    """
+    for name, indices in (("annotated", annotated), ("empty", empty)):
+        bad = [int(s) for s in indices if not 0 <= int(s) < depth]
+        if bad:
+            raise ValueError(f"{name} slice indices {bad} lie outside the {depth} slices of the volume")
+    both = sorted(set(map(int, annotated)) & set(map(int, empty)))
+    if both:
+        raise ValueError(f"slices {both} are both annotated and marked empty")
+    barrier = np.zeros(depth, dtype=bool)
+    barrier[list(map(int, empty))] = True
+    reach = np.zeros(depth, dtype=bool)
+    for a in map(int, annotated):
+        for step in (-1, 1):
+            s = a
+            while 0 <= s < depth and not barrier[s]:
+                reach[s] = True
+                s += step
+    return reach
+
+
+class StopAtEmptyUserSlicesd(MapTransform):
+    """Clear the prediction beyond slices the user marked empty (a correction that erased a leak).
+
+    Slice propagation draws the structure from the user's non-empty slices; a user who erases a leaked slice says
+    "the structure ends here". This transform, run after the prediction was mapped back into the input image's space,
+    sets those slices to 0 and removes the prediction from every slice that no annotated slice reaches without
+    crossing one (:func:`reachable_slices`). Without ``data[slices_key]`` (no empty user slices) it does nothing.
+
+    Args:
+        keys: prediction key(s), channel-first ``(1, H, W, D)`` in the input image's grid.
+        slices_key: key of the empty user slices: stored slice indices along the array axis that runs along RAS axis
+            ``axis`` (the propagation axis).
+        annotation_key: key of the user's annotation in the input image's grid, ``(1, H, W, D)`` (its non-empty
+            slices are the annotated ones; its affine gives the array axis).
+        axis: the propagation axis in RAS terms (2 = axial).
+
+    Raises:
+        ValueError: a slice index outside the volume, one that is also annotated, or mismatched shapes.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "pred",
+        slices_key: str = "empty_slices",
+        annotation_key: str = "user_annotation",
+        axis: int = 2,
+    ) -> None:
+        super().__init__(keys)
+        self.slices_key = slices_key
+        self.annotation_key = annotation_key
+        self.axis = axis
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        empty = d.get(self.slices_key)
+        if empty is None or len(empty) == 0:
+            return d
+        if not isinstance(empty, Sequence) or isinstance(empty, str):
+            raise ValueError(f"{self.slices_key} must be a list of slice indices, got {empty!r}")
+        annotation = d[self.annotation_key]
+        affine = affine_of(annotation)
+        array_axis = self.axis if affine is None else slice_axis_in_array(affine, self.axis)
+        user = convert_to_numpy(annotation)[0] > 0
+        annotated = np.flatnonzero(np.moveaxis(user, array_axis, -1).reshape(-1, user.shape[array_axis]).any(0))
+        keep = reachable_slices(user.shape[array_axis], annotated.tolist(), [int(s) for s in empty])
+        for key in self.key_iterator(d):
+            pred = d[key]
+            if tuple(pred.shape[1:]) != user.shape:
+                raise ValueError(f"{key} shape {tuple(pred.shape)} differs from {self.annotation_key} {user.shape}")
+            weights = torch.as_tensor(keep, dtype=torch.float32, device=torch.as_tensor(pred).device)
+            view = [1] * pred.ndim
+            view[array_axis + 1] = -1
+            d[key] = pred * weights.reshape(view).to(pred.dtype)
         return d

@@ -30,7 +30,8 @@ REQUEST_TIMEOUT_S = 300.0
 
 @dataclass
 class LabelServer:
-    """A running MONAI Label server: ``url``, its studies/app folders, the phantom dataset and its log file."""
+    """A running MONAI Label server: ``url``, its studies/app folders, the phantom dataset, its log file and its own
+    temp folder (``TMPDIR``: uploads and results must not pile up there)."""
 
     url: str
     studies: Path
@@ -38,6 +39,7 @@ class LabelServer:
     dataset: Path
     log: Path
     process: subprocess.Popen[bytes]
+    tmp: Path
 
     def log_tail(self, n: int = 4000) -> str:
         """The end of the server log (for assertion messages)."""
@@ -136,12 +138,14 @@ def start_label_server(
     ]  # fmt: skip
     for key, value in conf:
         command += ["--conf", key, value]
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    tmp = root / "tmp"
+    tmp.mkdir()
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", TMPDIR=str(tmp))
     with log.open("wb") as log_file:
         process = subprocess.Popen(
             command, stdout=log_file, stderr=subprocess.STDOUT, cwd=root, env=env, start_new_session=True
         )
-    server = LabelServer(f"http://127.0.0.1:{port}", studies, app, dataset, log, process)
+    server = LabelServer(f"http://127.0.0.1:{port}", studies, app, dataset, log, process, tmp)
     try:
         _wait_until_up(server, requests)
         yield server

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from common.monailabel.items import binarise_annotation, box_scribbles_item, click_item, slice_propagation_item
+from common.monailabel.memory import RememberedResult
 
 SHAPE = (8, 9, 10)  # all sides differ: a transposed copy cannot go unnoticed
 AFFINE = np.array([[0.8, 0, 0, -3.0], [0, 0.9, 0, 4.0], [0, 0, 2.5, -5.0], [0, 0, 0, 1]])
@@ -29,64 +30,133 @@ def _read(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(image.dataobj), image.affine
 
 
-def test_binary_annotation_is_passed_through_untouched(tmp_path: Path) -> None:
+def _slices(mask: np.ndarray) -> list[int]:
+    return np.flatnonzero(mask.any(axis=(0, 1))).tolist()
+
+
+def test_binary_annotation_is_read_and_left_untouched(tmp_path: Path) -> None:
     upload = _label(tmp_path, {4: 1})
     before = upload.read_bytes()
-    workdir = tmp_path / "work"
-    workdir.mkdir()
-    assert binarise_annotation(upload, None, workdir) == upload
-    assert upload.read_bytes() == before
-    assert not any(workdir.iterdir())
-
-
-def test_single_segment_value_is_binarised_in_the_same_grid(tmp_path: Path) -> None:
-    upload = _label(tmp_path, {4: 3, 6: 3})  # a viewer's only segment exported with value 3
-    out = binarise_annotation(upload, None, tmp_path)
-    data, affine = _read(out)
-    assert out != upload
-    assert data.dtype == np.uint8
-    np.testing.assert_array_equal(data, (_read(upload)[0] == 3).astype(np.uint8))
+    mask, affine, header = binarise_annotation(upload, None)
+    assert mask.dtype == bool
+    assert _slices(mask) == [4]
     np.testing.assert_allclose(affine, AFFINE)
+    assert header is not None
+    assert upload.read_bytes() == before
+
+
+def test_single_segment_value_is_the_structure(tmp_path: Path) -> None:
+    upload = _label(tmp_path, {4: 3, 6: 3})  # a viewer's only segment exported with value 3
+    mask, _, _ = binarise_annotation(upload, None)
+    np.testing.assert_array_equal(mask, _read(upload)[0] == 3)
 
 
 def test_label_value_selects_one_structure_of_a_multi_label_upload(tmp_path: Path) -> None:
-    upload = _label(tmp_path, {2: 1, 4: 4, 7: 9})
-    data, _ = _read(binarise_annotation(upload, 4, tmp_path))
-    assert set(np.unique(data)) == {0, 1}
-    assert np.flatnonzero(data.any(axis=(0, 1))).tolist() == [4]
+    mask, _, _ = binarise_annotation(_label(tmp_path, {2: 1, 4: 4, 7: 9}), 4)
+    assert _slices(mask) == [4]
+
+
+def test_slicers_selected_label_name_and_label_info_select_the_segment(tmp_path: Path) -> None:
+    # 3D Slicer exports every segment with value = segment index + 1 and names them in label_info
+    upload = _label(tmp_path, {2: 1, 4: 2, 7: 3})
+    label_info = [{"name": "liver", "id": 1}, {"name": "spleen", "id": 2}, {"name": "foreground_scribbles", "id": 3}]
+    mask, _, _ = binarise_annotation(upload, None, {"label_info": label_info, "selected_label_name": "spleen"})
+    assert _slices(mask) == [4]
+    mask, _, _ = binarise_annotation(upload, None, {"label_info": label_info, "label_name": "liver"})
+    assert _slices(mask) == [2]
+    with pytest.raises(ValueError, match=r"'kidney' is not among the uploaded segments"):
+        binarise_annotation(upload, None, {"label_info": label_info, "selected_label_name": "kidney"})
+    with pytest.raises(ValueError, match=r"'aorta' \(label value 4\) is empty"):
+        binarise_annotation(upload, None, {"label_info": [{"name": "aorta", "id": 4}], "selected_label_name": "aorta"})
 
 
 def test_several_values_without_label_value_name_the_values(tmp_path: Path) -> None:
     upload = _label(tmp_path, {2: 1, 4: 4})
     with pytest.raises(ValueError, match=r"several label values \[1, 4\].*label_value"):
-        binarise_annotation(upload, None, tmp_path)
+        binarise_annotation(upload, None)
 
 
 def test_label_value_absent_from_the_upload_raises(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"label_value 5 does not occur.*values \[1, 4\]"):
-        binarise_annotation(_label(tmp_path, {2: 1, 4: 4}), 5, tmp_path)
+        binarise_annotation(_label(tmp_path, {2: 1, 4: 4}), 5)
 
 
 def test_non_integer_upload_raises(tmp_path: Path) -> None:
     upload = tmp_path / "soft.nii.gz"
     nib.save(nib.Nifti1Image(np.full(SHAPE, 0.5, dtype=np.float32), AFFINE), str(upload))
     with pytest.raises(ValueError, match="integer label values"):
-        binarise_annotation(upload, None, tmp_path)
+        binarise_annotation(upload, None)
 
 
-def test_other_formats_pass_through_but_cannot_select_a_value(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "content", [b"NRRD0004\n", b"not an image at all", b"\x1f\x8b\x08\x00garbage"], ids=["nrrd", "text", "gzip"]
+)
+def test_unreadable_uploads_are_value_errors_naming_the_file(tmp_path: Path, content: bytes) -> None:
+    for name in ("label.nrrd", "label.nii.gz"):
+        upload = tmp_path / name
+        upload.write_bytes(content)
+        with pytest.raises(ValueError, match=f"cannot read the uploaded label {name}"):
+            binarise_annotation(upload, None)
+
+
+def test_nrrd_uploads_as_3d_slicer_writes_them_are_read_in_ras(tmp_path: Path) -> None:
+    itk = pytest.importorskip("itk")
+    data = np.zeros(SHAPE, dtype=np.uint8)
+    data[2:5, 3:6, 4] = 2
+    image = itk.image_from_array(np.ascontiguousarray(np.transpose(data, (2, 1, 0))))  # ITK arrays are (k, j, i)
+    image.SetSpacing((0.8, 0.9, 2.5))
+    image.SetOrigin((3.0, -4.0, -5.0))  # LPS: RAS (-3, 4, -5)
+    image.SetDirection(itk.matrix_from_array(np.diag([-1.0, -1.0, 1.0])))  # LPS of a RAS-aligned grid
     upload = tmp_path / "label.nrrd"
-    upload.write_bytes(b"NRRD0004\n")
-    assert binarise_annotation(upload, None, tmp_path) == upload
-    with pytest.raises(ValueError, match="needs a NIfTI label upload"):
-        binarise_annotation(upload, 2, tmp_path)
+    itk.imwrite(image, str(upload))
+    mask, affine, header = binarise_annotation(upload, None)
+    assert header is None
+    assert _slices(mask) == [4]
+    np.testing.assert_allclose(affine, AFFINE, atol=1e-5)
 
 
-def test_slice_propagation_item_uses_the_uploaded_label(tmp_path: Path) -> None:
+def test_slice_propagation_item_writes_the_users_slices(tmp_path: Path) -> None:
     upload = _label(tmp_path, {4: 1})
-    assert slice_propagation_item({"image": "img.nii.gz", "label": str(upload)}, tmp_path) == {
-        "annotation": str(upload)
-    }
+    item = slice_propagation_item({"image": "img.nii.gz", "label": str(upload)}, tmp_path)
+    assert item["empty_slices"] == []
+    assert item["user_slices"] == [4]
+    assert item["slice_axis"] == 2
+    data, affine = _read(Path(item["annotation"]))
+    np.testing.assert_array_equal(data, _read(upload)[0])
+    np.testing.assert_allclose(affine, AFFINE)
+
+
+def test_slice_propagation_item_tells_corrections_from_the_remembered_result(tmp_path: Path) -> None:
+    # the server sent slices 3-7 for an annotation on slice 5; the user erased slice 7 and redrew slice 3
+    sent = np.zeros(SHAPE, dtype=bool)
+    sent[2:5, 3:6, 3:8] = True
+    upload = sent.copy()
+    upload[..., 7] = False
+    upload[1:6, 2:7, 3] = True
+    path = tmp_path / "upload.nii.gz"
+    nib.save(nib.Nifti1Image(upload.astype(np.uint8), AFFINE), str(path))
+    previous = RememberedResult(sent, AFFINE, 2, (5,))
+    item = slice_propagation_item({"label": str(path), "previous_result": previous}, tmp_path)
+    assert item["user_slices"] == [3, 5, 7]
+    assert item["empty_slices"] == [7]
+    data, _ = _read(Path(item["annotation"]))
+    assert _slices(data) == [3, 5]  # untouched slices 4 and 6 are predicted again
+    np.testing.assert_array_equal(data[..., 3], upload[..., 3])
+    # a remembered result on another grid is ignored: every non-empty slice is the user's again
+    other = RememberedResult(sent, AFFINE * 2, 2, (5,))
+    item = slice_propagation_item({"label": str(path), "previous_result": other}, tmp_path)
+    assert item["user_slices"] == [3, 4, 5, 6]
+
+
+def test_slice_propagation_item_with_only_emptied_slices_says_so(tmp_path: Path) -> None:
+    sent = np.zeros(SHAPE, dtype=bool)
+    sent[2:5, 3:6, 4] = True
+    path = tmp_path / "upload.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros(SHAPE, dtype=np.uint8), AFFINE), str(path))
+    with pytest.raises(ValueError, match=r"nothing to propagate.*only emptied slices \[4\]"):
+        slice_propagation_item(
+            {"label": str(path), "previous_result": RememberedResult(sent, AFFINE, 2, (4,))}, tmp_path
+        )
 
 
 @pytest.mark.parametrize("raw", [4, 4.0, "4"])

@@ -19,7 +19,13 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, CopyItemsd, Invertd, Orientationd
 from scipy import ndimage
 
-from common.propagation import CheckAnnotationd, RestoreUserSlicesd, slice_axis_in_array
+from common.propagation import (
+    CheckAnnotationd,
+    RestoreUserSlicesd,
+    StopAtEmptyUserSlicesd,
+    reachable_slices,
+    slice_axis_in_array,
+)
 
 SHAPE = (10, 12, 14)  # all dims differ: a wrong axis or a transpose cannot go unnoticed
 IMG_FILE = "/data/imagesTs/case_007.nii.gz"
@@ -335,3 +341,49 @@ def test_transforms_instantiable_from_bundle_config() -> None:
     assert isinstance(restore, RestoreUserSlicesd)
     assert restore.annotation_key == "u"
     assert restore.axis == 2
+
+
+@pytest.mark.parametrize(
+    ("annotated", "empty", "reached"),
+    [
+        ([5], [], list(range(10))),
+        ([5], [7], [0, 1, 2, 3, 4, 5, 6]),
+        ([5], [2, 7], [3, 4, 5, 6]),
+        ([1, 8], [5], [0, 1, 2, 3, 4, 6, 7, 8, 9]),  # each side reached from its own annotated slice
+        ([4], [5, 3], [4]),
+    ],
+)
+def test_reachable_slices_stop_at_empty_user_slices(annotated: list[int], empty: list[int], reached: list[int]) -> None:
+    assert np.flatnonzero(reachable_slices(10, annotated, empty)).tolist() == reached
+
+
+def test_reachable_slices_rejects_bad_indices() -> None:
+    with pytest.raises(ValueError, match=r"empty slice indices \[10\] lie outside"):
+        reachable_slices(10, [2], [10])
+    with pytest.raises(ValueError, match=r"slices \[2\] are both annotated and marked empty"):
+        reachable_slices(10, [2], [2])
+
+
+@pytest.mark.parametrize("stored_axis", [2, 0])
+def test_stop_at_empty_user_slices_clears_beyond_the_erased_slice(stored_axis: int) -> None:
+    # a volume whose I-S axis is stored as array axis `stored_axis`; the user drew slice 3, erased slice 6
+    affine = np.eye(4) if stored_axis == 2 else np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1.0]])
+    shape = [8, 8, 8]
+    annotation = np.zeros(shape, dtype=np.float32)
+    pred = np.zeros(shape, dtype=np.float32)
+    index: list[Any] = [slice(2, 5), slice(2, 5), slice(2, 5)]
+    index[stored_axis] = slice(0, 8)
+    pred[tuple(index)] = 1.0  # the structure predicted on every slice along the axis
+    index[stored_axis] = 3
+    annotation[tuple(index)] = 1.0
+    data = {
+        "pred": MetaTensor(torch.as_tensor(pred)[None], affine=torch.as_tensor(affine)),
+        "user_annotation": MetaTensor(torch.as_tensor(annotation)[None], affine=torch.as_tensor(affine)),
+        "empty_slices": [6],
+    }
+    out = StopAtEmptyUserSlicesd()(data)["pred"]
+    kept = np.moveaxis(np.asarray(out[0]), stored_axis, -1).any(axis=(0, 1))
+    assert np.flatnonzero(kept).tolist() == [0, 1, 2, 3, 4, 5]
+    assert isinstance(out, MetaTensor)
+    no_barrier = StopAtEmptyUserSlicesd()({**data, "empty_slices": []})["pred"]
+    np.testing.assert_array_equal(np.asarray(no_barrier[0]), pred)
