@@ -10,14 +10,19 @@ active learning need an app of their own. This package is that app:
 - :mod:`~common.monailabel.bundles`: which bundles are served, under which kind (folder name -> kind, extendable
   with ``--conf kinds``).
 - :mod:`~common.monailabel.studies`: a MONAI Label studies folder from an MSD dataset (embedded phantoms by default).
+- :mod:`~common.monailabel.params`: what a viewer may put in ``params`` (checked before anything runs).
+- :mod:`~common.monailabel.memory`: the last result sent per model, image and segment, to tell a viewer's corrections
+  from the result (the correction round trip).
 - :mod:`~common.monailabel.infer`, :mod:`~common.monailabel.train`, :mod:`~common.monailabel.application`: the
   MONAI Label task and app classes (these import ``monailabel``, an optional extra: ``pip install -e ".[label]"``).
+- :mod:`~common.monailabel.routes`, :mod:`~common.monailabel.datastore`: the app's own ``/infer`` and datastore
+  ``PUT`` routes and a datastore that checks tags, ids and labels (import ``monailabel``).
 - :mod:`~common.monailabel.strategies`: active-learning query strategies and scoring methods for the bundles with a
   ``"monailabel": {"retrain_from": ...}`` metadata section (imports ``monailabel``).
 - ``common/monailabel/app/``: the app folder for ``monailabel start_server --app``.
 
-Names load on first access (PEP 562) and only the task and app modules import ``monailabel``, so
-``import common.monailabel`` and the first three modules work without the extra.
+Names load on first access (PEP 562) and only the task, app, route and datastore modules import ``monailabel``, so
+``import common.monailabel`` and the other modules work without the extra.
 """
 
 from __future__ import annotations

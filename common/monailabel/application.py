@@ -25,10 +25,14 @@ Active learning (:mod:`common.monailabel.strategies`): for each served bundle wh
 (next to MONAI Label's own ``random`` and ``first``); a box inference on a datastore image stores the user's box in
 the image info (``info["box"][<bundle>]``), so that strategies and scoring look inside it.
 
-Errors a user can fix get a 4xx answer with the reason in ``detail``: 404 for an unknown model, image id, strategy
-or scoring method (the detail lists the names), 400 for a request the interaction kind or the bundle's input checks
-reject (missing upload, clicks outside the image, annotation on another grid, bad strategy options, ...). MONAI
-Label itself answers malformed ``params`` JSON with 500; the server stays up in every case.
+Errors a user can fix get a 4xx answer with the reason in ``detail``: 404 for an unknown model, image id, session,
+strategy or scoring method (the detail lists the names), 400 for malformed or forbidden ``params``
+(:mod:`common.monailabel.params`), an upload that is not an image, or a request the interaction kind or the bundle's
+input checks reject (missing upload, clicks outside the image, annotation on another grid, bad strategy options,
+...), 422 for a graph cut that ran out of time. The app's own routes (:mod:`common.monailabel.routes`) serve
+``POST /infer/{model}`` and the datastore's ``PUT`` requests, and its datastore
+(:class:`~common.monailabel.datastore.CheckedDatastore`) checks tags, ids and labels: see the README's security
+section.
 
 This module imports ``monailabel`` (the ``label`` extra).
 """
