@@ -133,8 +133,8 @@ def correction_slices(upload: np.ndarray, previous: RememberedResult | None, axi
     if previous.mask.shape != upload.shape:
         raise ValueError(f"the remembered result has shape {previous.mask.shape}, the upload {upload.shape}")
     sent = np.moveaxis(previous.mask, axis, 0).reshape(upload.shape[axis], -1)
-    differs = (per_slice != sent).any(1)
-    predicted = sent.any(1)
+    differs = np.asarray((per_slice != sent).any(axis=1), dtype=bool)
+    predicted = np.asarray(sent.any(axis=1), dtype=bool)
     predicted[list(previous.user_slices)] = False
     if predicted.any() and differs[predicted].all():
         return np.flatnonzero(filled).tolist(), []
