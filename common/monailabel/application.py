@@ -229,8 +229,13 @@ class InteractiveSegApp(MONAILabelApp):
         """MONAI Label's start-up, after putting the 404 route for unknown scoring methods in front of its own."""
         prefix = settings.MONAI_LABEL_API_STR
         install_unknown_name_route(prefix + "/scoring", lambda: self._scoring_methods, "scoring method")
-        for route in (InferRoute(prefix), SaveLabelRoute(prefix), AddImageRoute(prefix)):
-            install_first(route, _same_type(route))
+        for route in (
+            InferRoute(prefix),
+            SaveLabelRoute(prefix),
+            AddImageRoute(prefix),
+            AddImageRoute(prefix, "/datastore/"),
+        ):
+            install_first(route, _same_route(route))
         super().on_init_complete()
 
     def infer_models(self) -> list[str]:
@@ -350,8 +355,8 @@ class InteractiveSegApp(MONAILabelApp):
         )
 
 
-def _same_type(route: APIRoute) -> Callable[[Any], bool]:
-    return lambda other: type(other) is type(route)
+def _same_route(route: APIRoute) -> Callable[[Any], bool]:
+    return lambda other: type(other) is type(route) and getattr(other, "path", None) == route.path
 
 
 def usable_cores() -> int:

@@ -36,28 +36,39 @@ __all__ = ["CheckedDatastore", "RejectedError", "check_image_id", "read_grid"]
 
 logger = logging.getLogger(__name__)
 
-_IMAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+# a file name without directory parts: no separator, no control character, no leading dot or dash, at most 200
+_IMAGE_ID = re.compile(r"^[^./\\\x00-\x1f\x7f-][^/\\\x00-\x1f\x7f]{0,199}$")
 
 
 class RejectedError(HTTPException, ValueError):
-    """A request the datastore refuses: HTTP 400 with ``detail`` in FastAPI, a ``ValueError`` elsewhere."""
+    """A request the datastore refuses: HTTP ``status`` (400) with ``detail`` in FastAPI, a ``ValueError``
+    elsewhere."""
 
-    def __init__(self, detail: str) -> None:
-        HTTPException.__init__(self, status_code=400, detail=detail)
+    def __init__(self, detail: str, status: int = 400) -> None:
+        HTTPException.__init__(self, status_code=status, detail=detail)
 
     def __str__(self) -> str:
         return str(self.detail)
 
 
 def check_image_id(image_id: Any) -> str:
-    """``image_id`` if it is a plain datastore name: letters, digits, ``.``, ``_``, ``-`` (no separators, no ``..``).
+    """``image_id`` if it can name a file of the studies folder: at most 200 characters, no path separator, no
+    control character, no ``..``, not starting with ``.`` or ``-``, not blank. (3D Slicer sends its volume names,
+    e.g. ``"3: AX T1 POST"``.)
 
     Raises:
         RejectedError: anything else (e.g. a file path).
     """
-    if not isinstance(image_id, str) or not _IMAGE_ID.fullmatch(image_id) or ".." in image_id:
+    if (
+        not isinstance(image_id, str)
+        or not _IMAGE_ID.fullmatch(image_id)
+        or ".." in image_id
+        or not image_id.strip()
+        or image_id != image_id.strip()
+    ):
         raise RejectedError(
-            f"image id {image_id!r} is not allowed: use 1 to 200 letters, digits, '.', '_' or '-' (no path separators)"
+            f"image id {image_id!r} is not allowed: use 1 to 200 characters without path separators, control "
+            "characters, '..', leading dot or dash, or surrounding spaces"
         )
     return image_id
 
@@ -118,7 +129,11 @@ class CheckedDatastore(LocalDatastore):
         """
         check_image_id(image_id)
         if self.get_image_uri(image_id):
-            raise RejectedError(f"image id {image_id!r} is taken: remove that image first or choose another id")
+            raise RejectedError(
+                f"image id {image_id!r} is taken: the stored image (and its labels) is not replaced; remove it first "
+                "or choose another id",
+                status=409,
+            )
         shape, _, _ = read_grid(image_filename)
         if len(shape) != 3:
             raise RejectedError(f"the uploaded image must be a 3D volume, got shape {shape}")

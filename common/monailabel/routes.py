@@ -206,6 +206,8 @@ def _infer_endpoint(
                 raise ValueError("no image: give a datastore image id (?image=<id>), a session_id, or upload 'file'")
             if request.get("label", "").endswith(".bin"):
                 request["label"] = str(_from_binary(image_path, Path(request["label"]), folder))
+        except HTTPException:
+            raise  # e.g. the datastore's RejectedError, with its own status
         except ValueError as err:
             raise HTTPException(status_code=400, detail=str(err)) from err
         result = instance.run_infer(request, image_path, image_id)
@@ -247,6 +249,8 @@ def _save_label_endpoint(
             if user and user.username:
                 info["user"] = user.username
             label_id = instance.datastore().save_label(image, str(path), tag or "final", info)
+        except HTTPException:
+            raise  # e.g. the datastore's RejectedError, with its own status
         except ValueError as err:
             raise HTTPException(status_code=400, detail=str(err)) from err
         result = instance.on_save_label(image, label_id) or {}
@@ -276,6 +280,8 @@ def _add_image_endpoint(
             if user and user.username:
                 info["user"] = user.username
             return {"image": instance.datastore().add_image(image_id, str(path), info)}
+        except HTTPException:
+            raise  # e.g. the datastore's RejectedError, with its own status
         except ValueError as err:
             raise HTTPException(status_code=400, detail=str(err)) from err
     finally:
@@ -290,7 +296,8 @@ class SaveLabelRoute(APIRoute):
 
 
 class AddImageRoute(APIRoute):
-    """``PUT /datastore/image`` served by :func:`_add_image_endpoint`."""
+    """``PUT /datastore/image`` served by :func:`_add_image_endpoint`; ``path="/datastore/"`` for the older path that
+    3D Slicer's client still uses."""
 
-    def __init__(self, prefix: str = "") -> None:
-        super().__init__(f"{prefix}/datastore/image", _add_image_endpoint, methods=["PUT"], include_in_schema=False)
+    def __init__(self, prefix: str = "", path: str = "/datastore/image") -> None:
+        super().__init__(f"{prefix}{path}", _add_image_endpoint, methods=["PUT"], include_in_schema=False)

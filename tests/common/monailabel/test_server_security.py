@@ -267,3 +267,56 @@ def test_info_answers_while_inferences_run(server: LabelServer, tmp_path: Path) 
     assert info_latency < 2.0, info_latency
     assert len(done) == 4
     assert info_latency < max(done), (info_latency, done)  # answered before the queued inferences were done
+
+
+def test_slicers_image_upload_with_its_volume_name_and_no_silent_replacement(server: LabelServer) -> None:
+    # 3D Slicer's client: PUT /datastore/?image=<volume node name> with the volume as "file"
+    image = server.studies / f"{CASE}.nii.gz"
+    name = "3: AX T1 POST"
+    send = lambda: requests.put(  # noqa: E731
+        f"{server.url}/datastore/",
+        params={"image": name},
+        files={"file": ("tmpa1b2c3.nii.gz", image.read_bytes(), "application/octet-stream")},
+        timeout=60,
+    )
+    response = send()
+    assert response.status_code == 200, response.text
+    assert response.json() == {"image": name}
+    stored = server.studies / f"{name}.nii.gz"
+    assert stored.read_bytes() == image.read_bytes()
+    again = send()
+    assert again.status_code == 409
+    assert "is taken" in again.json()["detail"]
+    clicks = {"foreground": [[42, 37, 27]], "background": []}
+    result = requests.post(
+        f"{server.url}/infer/deepgrow_clicks",
+        params={"image": name, "output": "json"},
+        data={"params": json.dumps(clicks)},
+        timeout=300,
+    )
+    assert result.status_code == 200, result.text[:1000]
+
+
+def test_ohif_raw_label_map_is_stored_on_the_image_grid(server: LabelServer, tmp_path: Path) -> None:
+    # OHIF's MonaiLabelClient.save_label: the label map's raw voxels (uint8, the image's Fortran order) as label.bin
+    label = nib.load(str(_annotation_for(server, CASE, tmp_path)))
+    voxels = np.asarray(label.dataobj).astype(np.uint8)
+    response = requests.put(
+        f"{server.url}/datastore/label",
+        params={"image": CASE, "tag": "ohif"},
+        files={"label": ("label.bin", voxels.tobytes(order="F"), "application/octet-stream")},
+        data={"params": json.dumps({"label_info": [{"name": "liver", "idx": 1}]})},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text[:1000]
+    stored = nib.load(str(server.studies / "labels" / "ohif" / f"{CASE}.nii.gz"))
+    np.testing.assert_array_equal(np.asarray(stored.dataobj), voxels)
+    np.testing.assert_allclose(stored.affine, label.affine, atol=1e-4)
+    short = requests.put(
+        f"{server.url}/datastore/label",
+        params={"image": CASE, "tag": "ohif"},
+        files={"label": ("label.bin", voxels.tobytes(order="F")[:-10], "application/octet-stream")},
+        timeout=60,
+    )
+    assert short.status_code == 400
+    assert "voxel count" in short.json()["detail"]
