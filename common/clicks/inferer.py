@@ -33,7 +33,10 @@ class ClickInferer(Inferer):
 
     Args:
         network_dims: spatial dimensionality of the network (2 or 3).
-        axis: spatial axis of the slices for a 2D network on a volume (2 = the stored k axis).
+        axis: spatial axis of the input's slices for a 2D network on a volume. The DeepGrow bundle uses 2, the last
+            axis of its pre-processed grid: the axial axis, or the axis across the viewer's slices when the request
+            names one (:class:`common.transforms.guidance.SliceAxisLastd` puts it last), so clicks, guidance and
+            inferer agree on the plane per request.
         guidance_channels: number of trailing guidance channels (2: foreground, background).
         divisible_by: pad spatial sizes to multiples of this (``2 ** (levels - 1)`` for a U-Net); 1 disables.
         max_batch: most slices per forward pass.

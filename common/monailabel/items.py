@@ -193,8 +193,8 @@ def slice_propagation_item(request: Mapping[str, Any], workdir: Path) -> dict[st
     drawn, empty = correction_slices(mask, previous, axis)
     if not drawn:
         raise ValueError(
-            f"nothing to propagate: the uploaded annotation {path.name} has no slice with the structure among the "
-            f"user's slices{' (only emptied slices ' + str(empty) + ')' if empty else ''}"
+            f"nothing to propagate: the uploaded annotation {path.name} is empty (no slice with the structure among "
+            f"the user's slices{'; only emptied slices ' + str(empty) if empty else ''})"
         )
     annotation = np.zeros(mask.shape, dtype=np.uint8)
     index = [slice(None)] * 3

@@ -32,6 +32,7 @@ from common.transforms.functional import (
 from common.transforms.guidance import (
     AddGuidanced,
     ClickMapsd,
+    SliceAxisLastd,
     click_map_from_points,
     render_guidance,
     render_slice_guidance,
@@ -65,6 +66,7 @@ __all__ = [
     "RandMaskPriorJitterd",
     "RandPriorSliced",
     "SliceAnnotationFromLabeld",
+    "SliceAxisLastd",
     "StructureSlicesd",
     "add_new_clicks",
     "annotated_slice_indices",

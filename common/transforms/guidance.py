@@ -9,6 +9,11 @@ Two steps, so that spatial transforms (e.g. ``Orientationd``) can move clicks ex
 2. :class:`AddGuidanced` renders the click map into guidance with :func:`render_guidance` and appends the two
    channels to the image: network input ``(C_img + 2, *spatial)``.
 
+For a 2D network on a volume, :class:`SliceAxisLastd` (placed between ``Orientationd`` and ``Spacingd``) makes the
+axis across the slices the viewer shows the last axis of the grid when the request names the viewer's slice, so that
+the slices the network segments, the guidance and the inferer's slices are the viewer's plane whatever the stored axis
+order (see :class:`SliceAxisLastd`).
+
 Training renders the batched click maps of the click simulation (:mod:`common.interaction.click_training`) with the
 same :func:`render_guidance`, so training and inference share one code path.
 
@@ -22,15 +27,19 @@ clicks are further apart than a few sigma, and a channel without clicks is all z
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
 from monai.networks.layers.convutils import gaussian_1d
-from monai.transforms import MapTransform
-from monai.utils import convert_to_tensor
+from monai.transforms import InvertibleTransform, MapTransform
+from monai.transforms.spatial.functional import orientation
+from monai.utils import TraceKeys, convert_to_numpy, convert_to_tensor
 
 from common.data.geometry import affine_of, axial_axis, map_voxel_indices
 
@@ -38,6 +47,7 @@ __all__ = [
     "STAMP_LIMIT",
     "AddGuidanced",
     "ClickMapsd",
+    "SliceAxisLastd",
     "add_guidance_stamps",
     "click_map_from_points",
     "normalise_guidance",
@@ -45,6 +55,8 @@ __all__ = [
     "render_slice_guidance",
     "validate_points",
 ]
+
+logger = logging.getLogger(__name__)
 
 FOREGROUND, BACKGROUND = 0, 1
 
@@ -368,22 +380,27 @@ class ClickMapsd(MapTransform):
       spatial transforms applied afterwards to image and map together must use nearest interpolation and must not
       down-sample (flips and permutations keep every click, resampling can drop one).
     - ``"stored"``: voxel indices of the image *as stored in its file* (what viewers send). Place the transform after
-      every spatial transform (``Orientationd``, ``Spacingd``): the clicks are checked against the stored shape
-      (``meta["spatial_shape"]``) and carried exactly to the nearest voxel of the current grid through the affines
-      (``meta["original_affine"]`` -> ``image.affine``, :func:`common.data.geometry.map_voxel_indices`), so no click
-      is lost however the image was re-oriented or resampled.
+      every spatial transform (``Orientationd``, :class:`SliceAxisLastd`, ``Spacingd``): the clicks are checked
+      against the stored shape (``meta["spatial_shape"]``) and carried exactly to the nearest voxel of the current
+      grid through the affines (``meta["original_affine"]`` -> ``image.affine``,
+      :func:`common.data.geometry.map_voxel_indices`), so no click is lost however the image was re-oriented or
+      resampled.
 
-    For a 2D network applied to a volume, clicks may have one coordinate fewer than the volume (in-plane, the slice
-    axis left out) when ``data[slice_key]`` gives the slice index along ``axis``.
+    The viewer's slice, ``data[slice_key]`` (optional; an index along ``axis`` of the grid the clicks refer to, as
+    MONAI Label's 2D DeepGrow clients send it): in-plane clicks (one coordinate fewer than the volume) get it as their
+    missing coordinate, and with ``slice_only`` the clicks on other slices are dropped (a 2D model segments the
+    viewer's slice only; 3D Slicer sends the clicks of every slice when its slice index is 0).
 
     Args:
         image_key: key of the channel-first image.
         foreground_key: key of the positive clicks (list of points, voxel indices, see module docstring).
         background_key: key of the negative clicks.
         map_key: output key of the click map.
-        slice_key: key of an optional slice index for in-plane clicks on a volume.
-        axis: the slice axis (spatial axis index of the grid the clicks refer to) used with ``slice_key``; ``None``:
-            the axial axis of that grid, found from its affine (2 without geometry).
+        slice_key: key of the optional slice index.
+        axis: the slice axis (spatial axis index of the grid the clicks refer to) of ``slice_key``; ``None``: the
+            axial axis of that grid, found from its affine (2 without geometry). MONAI Label viewers send the index
+            along stored axis 2 (the ``k`` of ``[i, j, k]``).
+        slice_only: with ``data[slice_key]`` given, keep only the clicks on that slice (raise if none is left).
         require_foreground: raise if there is no foreground click.
         check_image: raise if the image holds NaN or infinite values.
         allow_missing_keys: treat a missing click key as "no clicks of this kind".
@@ -391,8 +408,9 @@ class ClickMapsd(MapTransform):
 
     Raises:
         ValueError: NaN image, wrong rank, a click outside the image or with the wrong number of coordinates, no
-            clicks, in-plane clicks on a volume without ``slice_key``, or ``coordinates="stored"`` on an image
-            without the loader's meta data.
+            clicks (or, with ``slice_only``, none on the viewer's slice), in-plane clicks on a volume without
+            ``slice_key``, a slice index outside the volume, or ``coordinates="stored"`` on an image without the
+            loader's meta data.
 
     Example:
         >>> t = ClickMapsd(image_key="image")
@@ -409,6 +427,7 @@ class ClickMapsd(MapTransform):
         map_key: str = "clicks",
         slice_key: str = "slice",
         axis: int | None = 2,
+        slice_only: bool = False,
         require_foreground: bool = False,
         check_image: bool = True,
         allow_missing_keys: bool = True,
@@ -425,9 +444,18 @@ class ClickMapsd(MapTransform):
         self.map_key = map_key
         self.slice_key = slice_key
         self.axis = axis
+        self.slice_only = bool(slice_only)
         self.require_foreground = require_foreground
         self.check_image = check_image
         self.coordinates = coordinates
+
+    def _slice(self, d: Mapping[Hashable, Any], spatial: tuple[int, ...], affine: np.ndarray | None) -> tuple[int, int]:
+        """``(axis, index)`` of the viewer's slice in the grid of ``spatial`` (a volume), checked."""
+        axis = self.axis if self.axis is not None else axial_axis(affine)
+        k = _slice_index(d[self.slice_key], self.slice_key)
+        if not 0 <= k < spatial[axis]:
+            raise ValueError(f"slice {k} lies outside the volume: axis {axis} has {spatial[axis]} slices")
+        return axis, k
 
     def _clicks(self, d: Mapping[Hashable, Any], key: str, spatial: tuple[int, ...], affine: np.ndarray | None) -> Any:
         if key not in d:
@@ -444,25 +472,39 @@ class ClickMapsd(MapTransform):
                     f"{key} clicks {np.asarray(points).tolist()} have 2 coordinates but the image is a volume "
                     f"{spatial}: give clicks as (i, j, k) or the slice index under {self.slice_key!r}"
                 )
-            axis = self.axis if self.axis is not None else axial_axis(affine)
-            k = _slice_index(d[self.slice_key], self.slice_key)
-            if not 0 <= k < spatial[axis]:
-                raise ValueError(f"slice {k} lies outside the volume: axis {axis} has {spatial[axis]} slices")
+            axis, k = self._slice(d, spatial, affine)
             return [[*p[:axis], k, *p[axis:]] for p in np.asarray(points).tolist()]
         return points
 
+    def _points(
+        self, d: Mapping[Hashable, Any], spatial: tuple[int, ...], affine: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Checked foreground and background clicks ``int64 (N, ndim)`` in the grid of ``spatial``; with
+        ``slice_only`` and a slice index, only the clicks on that slice."""
+        fg, bg = (
+            validate_points(self._clicks(d, key, spatial, affine), spatial, key)
+            for key in (self.foreground_key, self.background_key)
+        )
+        if not self.slice_only or len(spatial) != 3 or d.get(self.slice_key) is None:
+            return fg, bg
+        axis, k = self._slice(d, spatial, affine)
+        kept = fg[fg[:, axis] == k], bg[bg[:, axis] == k]
+        dropped = len(fg) + len(bg) - len(kept[0]) - len(kept[1])
+        if dropped and not (len(kept[0]) or len(kept[1])):
+            raise ValueError(
+                f"no click lies on slice {k} (axis {axis}) named by {self.slice_key!r}: the clicks are on slices "
+                f"{sorted({int(p[axis]) for p in (*fg, *bg)})}"
+            )
+        if dropped:
+            logger.info("dropped %d click(s) off slice %d (axis %d): the model segments that slice", dropped, k, axis)
+        return kept
+
     def _stored_grid(self, image: Any) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
         """(stored spatial shape, stored affine, current affine) of a loaded ``MetaTensor``."""
-        meta = getattr(image, "meta", None) or {}
-        shape, original = meta.get("spatial_shape"), meta.get("original_affine")
+        stored_shape, stored_affine = _stored_geometry(image, self.image_key, "clicks in stored coordinates")
         current = affine_of(image)
-        if shape is None or original is None or current is None:
-            raise ValueError(
-                f"{self.image_key!r} carries no stored geometry (meta 'spatial_shape' and 'original_affine' from "
-                "LoadImaged): clicks in stored coordinates need the image as loaded by LoadImaged"
-            )
-        stored_shape = tuple(int(s) for s in np.asarray(convert_to_tensor(shape, track_meta=False)).reshape(-1))
-        stored_affine = np.asarray(convert_to_tensor(original, track_meta=False), dtype=np.float64)
+        if current is None:
+            raise ValueError(f"{self.image_key!r} carries no affine: clicks in stored coordinates need one")
         return stored_shape, stored_affine, current
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
@@ -482,29 +524,42 @@ class ClickMapsd(MapTransform):
             if len(stored_shape) != len(spatial):
                 raise ValueError(f"stored shape {stored_shape} and image {tuple(image.shape)} differ in rank")
             fg, bg = (
-                map_voxel_indices(
-                    validate_points(self._clicks(d, key, stored_shape, stored_affine), stored_shape, key),
-                    stored_affine,
-                    current_affine,
-                    spatial,
-                )
-                for key in (self.foreground_key, self.background_key)
+                map_voxel_indices(points, stored_affine, current_affine, spatial)
+                for points in self._points(d, stored_shape, stored_affine)
             )
         else:
-            affine = affine_of(image)
-            fg = self._clicks(d, self.foreground_key, spatial, affine)
-            bg = self._clicks(d, self.background_key, spatial, affine)
+            fg, bg = self._points(d, spatial, affine_of(image))
         maps = click_map_from_points(
             fg, bg, spatial, self.require_foreground, device=image.device if isinstance(image, torch.Tensor) else None
         )
         meta = getattr(image, "meta", None)
-        if meta is not None:
-            from monai.data import MetaTensor
-
-            d[self.map_key] = MetaTensor(maps, meta=dict(meta))
-        else:
-            d[self.map_key] = maps
+        d[self.map_key] = MetaTensor(maps, meta=dict(meta)) if meta is not None else maps
         return d
+
+
+def _stored_geometry(image: Any, key: str, purpose: str) -> tuple[tuple[int, ...], np.ndarray]:
+    """(stored spatial shape, stored affine) from the loader's meta data of ``image``.
+
+    Raises:
+        ValueError: ``image`` lacks ``meta["spatial_shape"]`` or ``meta["original_affine"]`` (not from ``LoadImaged``).
+    """
+    meta = getattr(image, "meta", None) or {}
+    shape, original = meta.get("spatial_shape"), meta.get("original_affine")
+    if shape is None or original is None:
+        raise ValueError(
+            f"{key!r} carries no stored geometry (meta 'spatial_shape' and 'original_affine' from LoadImaged): "
+            f"{purpose} need the image as loaded by LoadImaged"
+        )
+    stored_shape = tuple(int(s) for s in np.asarray(convert_to_tensor(shape, track_meta=False)).reshape(-1))
+    stored_affine = np.asarray(convert_to_tensor(original, track_meta=False), dtype=np.float64)
+    return stored_shape, stored_affine
+
+
+def _axes_along(current: np.ndarray, target: np.ndarray) -> tuple[int, ...]:
+    """For each voxel axis ``b`` of the grid of ``target`` (an affine), the voxel axis of the grid of ``current`` that
+    runs along it (grids that differ by axis permutations and flips; for slightly oblique ones the closest axis)."""
+    to_current = np.linalg.solve(np.asarray(current, np.float64), np.asarray(target, np.float64))[:3, :3]
+    return tuple(int(np.argmax(np.abs(to_current[:, b]))) for b in range(3))
 
 
 def _slice_index(raw: Any, key: str) -> int:
@@ -518,6 +573,107 @@ def _slice_index(raw: Any, key: str) -> int:
     if not math.isfinite(value) or value != int(value):
         raise ValueError(f"{key} must be an integer slice index, got {raw!r}")
     return int(value)
+
+
+class SliceAxisLastd(MapTransform, InvertibleTransform):
+    """Make the axis across the viewer's slices the last axis of the grid, for a 2D model on the viewer's plane.
+
+    A 2D click model runs on the slices along the last axis of its pre-processed grid (:class:`AddGuidanced`
+    ``slice_axis=2``, :class:`common.clicks.ClickInferer` ``axis=2``); after ``Orientationd(axcodes="RAS")`` those
+    are axial slices. MONAI Label's 2D DeepGrow clients (3D Slicer) instead send the index of the slice the user works
+    on as ``data[slice_key]``, an index along stored array axis ``stored_axis`` (2: the ``k`` of ``[i, j, k]``), and
+    replace only that stored slice with the answer, whatever plane it shows. When ``data[slice_key]`` is given, this
+    transform permutes the spatial axes of ``keys`` so that the current axis that runs along stored axis
+    ``stored_axis`` comes last (the other two keep their order; no flip, no resampling), so the network segments
+    exactly the stored slice the viewer shows. Without a slice index (or with ``stored_axis=None``) it leaves the grid
+    as it is (today's axial slices through the clicks).
+
+    Place it after ``Orientationd`` and before ``Spacingd`` (whose last pixdim should be ``0``, keeping the slice
+    spacing, so that the viewer's stored slice is one slice of the resampled grid and comes back as one slice). The
+    permutation is recorded on each ``MetaTensor`` (every call records one, the identity included) and undone by
+    ``Invertd`` (:meth:`inverse`).
+
+    Args:
+        keys: keys of channel-first volumes ``(C, H, W, D)`` as loaded by ``LoadImaged`` (``meta["original_affine"]``,
+            ``meta["spatial_shape"]``), re-oriented so far by permutations and flips only.
+        slice_key: key of the viewer's slice index (optional in the data).
+        stored_axis: the stored array axis the slice index runs along (0, 1 or 2); ``None``: never permute (e.g. for
+            a 3D model).
+        allow_missing_keys: skip missing keys.
+
+    Raises:
+        ValueError: a bad ``stored_axis``; at call time a bad slice index (not an integer, outside the stored volume),
+            an input that is not a volume, or one without the loader's meta data.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "image",
+        slice_key: str = "slice",
+        stored_axis: int | None = 2,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        if stored_axis is not None and (isinstance(stored_axis, bool) or stored_axis not in (0, 1, 2)):
+            raise ValueError(f"stored_axis must be 0, 1, 2 or None (never permute), got {stored_axis!r}")
+        self.slice_key = slice_key
+        self.stored_axis = stored_axis
+
+    def _permutation(self, key: Hashable, image: Any, slice_index: Any) -> tuple[int, int, int]:
+        """New spatial axis ``b`` is current axis ``permutation[b]`` (identity without a slice index), for the
+        channel-first volume ``image`` of ``key`` (loader's meta data, current affine) and the request's slice index
+        (or ``None``)."""
+        if self.stored_axis is None or slice_index is None:
+            return (0, 1, 2)
+        if image.ndim != 4:
+            raise ValueError(
+                f"a slice index ({self.slice_key!r}) needs a channel-first volume (C, H, W, D), got shape "
+                f"{tuple(image.shape)}"
+            )
+        stored_shape, stored_affine = _stored_geometry(image, str(key), "viewer slices")
+        current = affine_of(image)
+        if current is None or len(stored_shape) != 3:
+            raise ValueError(f"a slice index needs a volume with an affine, got stored shape {stored_shape}")
+        k = _slice_index(slice_index, self.slice_key)
+        if not 0 <= k < stored_shape[self.stored_axis]:
+            raise ValueError(
+                f"slice {k} lies outside the volume: stored axis {self.stored_axis} has "
+                f"{stored_shape[self.stored_axis]} slices"
+            )
+        across = _axes_along(current, stored_affine)[self.stored_axis]
+        others = [a for a in range(3) if a != across]
+        return (others[0], others[1], across)
+
+    def _apply(self, image: Any, permutation: Sequence[int], trace: bool) -> Any:
+        """Permute the spatial axes of ``image`` (new axis ``b`` = old axis ``permutation[b]``), affine updated."""
+        # nibabel orientation rows: (new position of old axis a, no flip)
+        ornt = np.array([[list(permutation).index(a), 1] for a in range(3)], dtype=np.float64)
+        with self.trace_transform(trace):
+            return orientation(image, affine_of(image), ornt, lazy=False, transform_info=self.get_transform_info())
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = d[key]
+            if not isinstance(image, MetaTensor):
+                raise ValueError(f"{key!r} must be a MetaTensor as LoadImaged makes it, got {type(image).__name__}")
+            perm = self._permutation(key, image, d.get(self.slice_key))
+            if perm != (0, 1, 2):
+                logger.debug("viewer slice %s: spatial axes %s of %r", d.get(self.slice_key), perm, key)
+            d[key] = self._apply(image, perm, trace=True)
+        return d
+
+    def inverse(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """Undo the recorded permutation of each key (``Invertd`` calls this on the prediction)."""
+        d = dict(data)
+        for key in self.key_iterator(d):
+            transform = self.pop_transform(d[key])
+            before = np.asarray(convert_to_numpy(transform[TraceKeys.EXTRA_INFO]["original_affine"]), np.float64)
+            current = affine_of(d[key])
+            if current is None:
+                raise ValueError(f"{key!r} has no affine to undo the permutation of its axes with")
+            d[key] = self._apply(d[key], _axes_along(current, before), trace=False)
+        return d
 
 
 class AddGuidanced(MapTransform):

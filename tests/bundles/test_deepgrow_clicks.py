@@ -101,9 +101,9 @@ def test_inference_with_clicks_returns_mask_in_input_space_on_the_clicked_slice(
     assert other.sum() == 0
 
 
-def _inference_preprocessing() -> Any:
+def _inference_preprocessing(*extra: str) -> Any:
     parser = ConfigParser()
-    parser.read_config(str(CONFIGS / "inference.json"))
+    parser.read_config([str(CONFIGS / "inference.json"), *(str(CONFIGS / name) for name in extra)])
     return parser.get_parsed_content("preprocessing")
 
 
@@ -122,6 +122,7 @@ def _volume_file(tmp_path: Path, data: np.ndarray) -> str:
         ({"foreground": [], "background": []}, "no clicks"),
         ({"foreground": [[4, 5]], "background": []}, "slice index"),
         ({"foreground": [[4, 5]], "background": [], "slice": 99}, "outside the volume"),
+        ({"foreground": [[4, 5, 3]], "background": [], "slice": 2}, "no click lies on slice 2"),
     ],
 )
 def test_bad_click_requests_give_clear_errors(tmp_path: Path, request_: dict[str, Any], message: str) -> None:
@@ -148,6 +149,25 @@ def test_in_plane_clicks_with_a_slice_index_are_accepted(tmp_path: Path) -> None
     assert out["image"].shape == (3, 16, 16, 8)
     assert float(out["image"][1, 4, 5, 6]) == pytest.approx(1.0)
     assert float(out["image"][1, :, :, 5].max()) == 0.0  # 2D guidance: nothing on the neighbouring slice
+
+
+@pytest.mark.parametrize(("configs", "last"), [((), "A"), (("3d.json",), "S")])
+def test_the_2d_model_works_on_the_viewers_slice_the_3d_model_on_the_ras_volume(
+    tmp_path: Path, configs: tuple[str, ...], last: str
+) -> None:
+    # stored S, L, P (slices first): 3D Slicer's slice k (stored axis 2) is a coronal plane
+    affine = np.array([[0.0, -2.5, 0.0, 40.0], [0.0, 0.0, -2.5, 40.0], [3.5, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    path = tmp_path / "slp.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 16, 12), np.float32), affine), path)
+    item = {"image": str(path), "foreground": [[2, 3, 5], [4, 6, 5]], "background": [[1, 1, 7]], "slice": 5}
+    out = _inference_preprocessing(*configs)(item)
+    assert nib.aff2axcodes(out["image"].affine.numpy())[2] == last
+    guidance = out["image"][1:].numpy()
+    if last == "A":  # the 2D model: the viewer's clicks, on one slice of the last axis; the click off it dropped
+        assert guidance[1].max() == 0.0
+        assert len(np.flatnonzero(guidance[0].max(axis=(0, 1)))) == 1
+    else:  # the 3D model: every click, as before
+        assert guidance[1].max() == pytest.approx(1.0)
 
 
 def test_cli_reports_a_click_outside_the_image(trained: Path, tmp_path: Path) -> None:

@@ -153,7 +153,7 @@ def test_slice_propagation_item_with_only_emptied_slices_says_so(tmp_path: Path)
     sent[2:5, 3:6, 4] = True
     path = tmp_path / "upload.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros(SHAPE, dtype=np.uint8), AFFINE), str(path))
-    with pytest.raises(ValueError, match=r"nothing to propagate.*only emptied slices \[4\]"):
+    with pytest.raises(ValueError, match=r"nothing to propagate.*empty.*only emptied slices \[4\]"):
         slice_propagation_item(
             {"label": str(path), "previous_result": RememberedResult(sent, AFFINE, 2, (4,))}, tmp_path
         )

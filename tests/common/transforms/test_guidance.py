@@ -521,3 +521,143 @@ def test_stored_clicks_need_the_loader_meta() -> None:
         ClickMapsd(coordinates="world")
     with pytest.raises(ValueError, match="slice index"):
         ClickMapsd()({"image": torch.zeros(1, 4, 4, 4), "foreground": [[1, 1]], "slice": "abc"})
+
+
+# ------------------------------------------------------------------------ the viewer's slice (2D models, any storage)
+#: Stored slices first with flips (axcodes S, L, P): stored axis 2 runs P-A, so a viewer's slice k is coronal.
+SLP = np.array([[0.0, -2.0, 0.0, 60.0], [0.0, 0.0, -2.0, 50.0], [3.0, 0.0, 0.0, -20.0], [0.0, 0.0, 0.0, 1.0]])
+
+
+def _viewer_pipeline(stored_axis: int | None = 2) -> Compose:
+    from monai.transforms import EnsureChannelFirstd, LoadImaged, Spacingd
+
+    from common.transforms.guidance import SliceAxisLastd
+
+    return Compose(
+        [
+            LoadImaged("image", image_only=False),
+            EnsureChannelFirstd("image"),
+            Orientationd("image", axcodes="RAS"),
+            SliceAxisLastd("image", stored_axis=stored_axis),
+            Spacingd("image", pixdim=(2.5, 2.5, 0.0), mode="bilinear"),  # as the DeepGrow bundle
+        ]
+    )
+
+
+def _stored_file(tmp_path: Any, affine: np.ndarray, data: np.ndarray) -> str:
+    import nibabel as nib
+
+    path = f"{tmp_path}/stored.nii.gz"
+    nib.save(nib.Nifti1Image(data.astype(np.float32), affine), path)
+    return path
+
+
+def _axcodes(affine: np.ndarray) -> tuple[str, ...]:
+    import nibabel as nib
+
+    return tuple(nib.aff2axcodes(affine))
+
+
+def test_slice_axis_last_puts_the_viewers_stored_slice_last_and_invertd_brings_it_back(tmp_path: Any) -> None:
+    from monai.transforms import Invertd
+
+    data = np.random.default_rng(0).random((8, 12, 10)).astype(np.float32)
+    path = _stored_file(tmp_path, SLP, data)
+    pipeline = _viewer_pipeline()
+    k = 3
+    out = pipeline({"image": path, "slice": k})
+    image = out["image"]
+    assert image.shape[-1] == 10  # last: A, the viewer's 10 stored slices, not resampled; before it R and S
+    assert _axcodes(image.affine.numpy()) == ("R", "S", "A")
+    spacing = np.linalg.norm(image.affine.numpy()[:3, :3], axis=0)
+    np.testing.assert_allclose(spacing, [2.5, 2.5, 2.0], atol=1e-6)
+    # the current slices along the last axis are the stored slices along axis 2, one for one
+    stored_centre = SLP @ np.array([0.0, 0.0, k, 1.0])
+    current = np.linalg.solve(image.affine.numpy(), stored_centre)[:3]
+    assert current[2] == pytest.approx(round(current[2]), abs=1e-6)
+    slab = torch.zeros_like(image)
+    slab[..., round(current[2])] = 1.0
+    back = Invertd("pred", pipeline, orig_keys="image", nearest_interp=False)({**out, "pred": slab})["pred"]
+    assert back.shape == (1, *data.shape)
+    np.testing.assert_allclose(back.affine.numpy(), SLP, atol=1e-5)
+    hit = np.argwhere(back[0].numpy() > 0.5)
+    assert set(hit[:, 2].tolist()) == {k}  # exactly the viewer's stored slice, all of it
+    assert len(hit) == data.shape[0] * data.shape[1]
+
+
+def test_slice_axis_last_without_a_slice_keeps_the_ras_grid(tmp_path: Any) -> None:
+    path = _stored_file(tmp_path, SLP, np.zeros((8, 12, 10)))
+    for pipeline, item in (
+        (_viewer_pipeline(), {"image": path}),
+        (_viewer_pipeline(None), {"image": path, "slice": 2}),
+    ):
+        image = pipeline(item)["image"]
+        assert _axcodes(image.affine.numpy()) == ("R", "A", "S")  # axial slices last, as before
+        assert image.shape[-1] == 8  # the stored S axis (axis 0)
+
+
+@pytest.mark.parametrize(
+    ("slice_", "match"), [(10, "outside the volume"), (-1, "outside the volume"), ("k", "integer slice index")]
+)
+def test_slice_axis_last_rejects_a_bad_slice(tmp_path: Any, slice_: Any, match: str) -> None:
+    path = _stored_file(tmp_path, SLP, np.zeros((8, 12, 10)))
+    with pytest.raises(RuntimeError) as info:  # Compose wraps the transform's ValueError
+        _viewer_pipeline()({"image": path, "slice": slice_})
+    assert isinstance(info.value.__cause__, ValueError)
+    assert match in str(info.value.__cause__)
+
+
+def test_slice_axis_last_argument_and_input_errors() -> None:
+    from common.transforms.guidance import SliceAxisLastd
+
+    with pytest.raises(ValueError, match="stored_axis"):
+        SliceAxisLastd("image", stored_axis=3)
+    with pytest.raises(ValueError, match="MetaTensor"):
+        SliceAxisLastd("image")({"image": torch.zeros(1, 4, 4, 4), "slice": 1})
+    with pytest.raises(ValueError, match="no stored geometry"):
+        SliceAxisLastd("image")({"image": MetaTensor(torch.zeros(1, 4, 4, 4)), "slice": 1})
+    with pytest.raises(ValueError, match="volume"):
+        SliceAxisLastd("image")({"image": MetaTensor(torch.zeros(1, 4, 4)), "slice": 1})
+
+
+def test_slice_only_keeps_the_clicks_of_the_viewers_slice() -> None:
+    image = torch.zeros(1, 10, 10, 6)
+    # 3D Slicer at slice index 0 sends the clicks of every slice
+    clicks = {"foreground": [[1, 2, 0], [3, 4, 5]], "background": [[6, 7, 0], [8, 8, 2]], "slice": 0}
+    out = ClickMapsd(slice_only=True)({"image": image, **clicks})["clicks"].numpy()
+    assert np.argwhere(out[0]).tolist() == [[1, 2, 0]]
+    assert np.argwhere(out[1]).tolist() == [[6, 7, 0]]
+    everything = ClickMapsd()({"image": image, **clicks})["clicks"]  # without slice_only: every click
+    assert int(everything.sum()) == 4
+    no_slice = ClickMapsd(slice_only=True)({"image": image, "foreground": [[1, 2, 0], [3, 4, 5]]})["clicks"]
+    assert int(no_slice.sum()) == 2
+    with pytest.raises(ValueError, match=r"no click lies on slice 3 \(axis 2\).*slices \[0, 2, 5\]"):
+        ClickMapsd(slice_only=True)({"image": image, **clicks, "slice": 3})
+    with pytest.raises(ValueError, match="outside the volume"):
+        ClickMapsd(slice_only=True)({"image": image, **clicks, "slice": 6})
+
+
+def test_stored_clicks_on_the_viewers_slice_land_on_one_slice_of_the_viewer_grid(tmp_path: Any) -> None:
+    path = _stored_file(tmp_path, SLP, np.zeros((8, 12, 10)))
+    k = 4
+    data = _viewer_pipeline()({"image": path, "slice": k})
+    clicks = {"foreground": [[1, 2, k], [6, 11, k]], "background": [[3, 3, 9]], "slice": k}
+    out = ClickMapsd(coordinates="stored", slice_only=True)({**data, **clicks})["clicks"].numpy()
+    placed = np.argwhere(out.any(axis=0))
+    assert len(placed) == 2
+    assert len(set(placed[:, 2].tolist())) == 1  # both on one slice of the last axis
+    assert out[1].sum() == 0  # the background click lies on stored slice 9: dropped
+    # the same stored slice given as in-plane clicks (i, j) plus the slice index
+    in_plane = ClickMapsd(coordinates="stored", slice_only=True)({**data, "foreground": [[1, 2], [6, 11]], "slice": k})
+    np.testing.assert_array_equal(in_plane["clicks"].numpy()[0], out[0])
+
+
+def test_slice_axis_last_instantiable_from_bundle_config() -> None:
+    from common.transforms.guidance import SliceAxisLastd
+
+    parser = ConfigParser(
+        {"t": {"_target_": "common.transforms.guidance.SliceAxisLastd", "keys": "image", "stored_axis": None}}
+    )
+    t = parser.get_parsed_content("t")
+    assert isinstance(t, SliceAxisLastd)
+    assert t.stored_axis is None
