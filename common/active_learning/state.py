@@ -16,26 +16,17 @@ that did not finish is run again from the same inputs and seed.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["STATE_VERSION", "LoopState", "write_json_atomic"]
+from common.jsonio import write_json_atomic
+
+__all__ = ["STATE_VERSION", "LoopState", "write_json_atomic"]  # write_json_atomic: re-exported from common.jsonio
 
 STATE_VERSION = 1
-
-
-def write_json_atomic(data: Any, path: str | Path) -> Path:
-    """Write ``data`` as JSON to ``path`` through a temporary file and a rename (never a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(partial, path)
-    return path
 
 
 @dataclass

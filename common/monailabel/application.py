@@ -176,6 +176,20 @@ class InteractiveSegApp(MONAILabelApp):
         self._auto_update_scoring = bool(getattr(self, "_auto_update_scoring", False) and self.auto_scoring)
         self._install_lifecycle()
 
+    def info(self) -> dict[str, Any]:
+        """MONAI Label's ``/info``, with ``train_stats`` holding only models that have trained, newest first.
+
+        3D Slicer shows the first entry of ``train_stats`` in its accuracy bar (``next(iter(...values()))``); an empty
+        entry of a model never trained would hide the one that was.
+        """
+        meta: dict[str, Any] = super().info()
+        stats = meta.get("train_stats")
+        if isinstance(stats, dict):
+            trained = [(name, s) for name, s in stats.items() if isinstance(s, dict) and s]
+            trained.sort(key=lambda item: item[1].get("start_ts") or 0, reverse=True)
+            meta["train_stats"] = dict(trained)
+        return meta
+
     def init_datastore(self) -> Datastore:
         """A :class:`~common.monailabel.datastore.CheckedDatastore` on a studies folder (MONAI Label's settings);
         MONAI Label's own datastores for DICOMweb, XNAT and DSA."""

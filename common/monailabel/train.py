@@ -13,7 +13,17 @@ train/validation partition, config overrides, ``monai.bundle.run``) and changes 
   general model, never from an earlier retrained one);
 - a few of the bundle's top-level hyper-parameters (:data:`TRAIN_PARAMS`) can be set per request, next to MONAI
   Label's ``max_epochs``, ``val_split`` and ``pretrained``; unknown or mistyped values are refused;
-- single-process training only (MONAI Label's multi-GPU path writes a config file into the bundle folder).
+- single-process training only (MONAI Label's multi-GPU path writes a config file into the bundle folder);
+- one training per weights file: the training holds the weights folder's lock (:class:`common.monailabel.lifecycle.
+  TrainingLock`; another live training of the same weights makes it fail with a message naming that process's PID)
+  and stops itself when the server that started it is gone (:func:`common.monailabel.lifecycle.watch_server`);
+- checkpoints (the ``model.pt`` that inference reloads while training runs) are written atomically
+  (:class:`AtomicCheckpointSaver` replaces the bundle's ``CheckpointSaver``): never missing nor half-written;
+- the training's stats (MONAI Label's ``train_stats`` format: ``epoch``, ``total_epochs``, ``best_metric`` =
+  the best validation value of the run's key metric, ``total_time``, ...) go to ``train_stats.json`` next to the
+  weights after each epoch (:class:`TrainStatsHandler`), with ``status`` ``running`` / ``done`` / ``failed``
+  (``interrupted`` when a killed training's server restarts); ``/info``'s ``train_stats`` (3D Slicer's progress and
+  accuracy bars) reads it.
 
 This module imports ``monailabel`` (the ``label`` extra).
 """
@@ -22,19 +32,28 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import time
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ignite.engine import Events
+from ignite.handlers import DiskSaver
+from monai.handlers import CheckpointSaver
 from monailabel.interfaces.datastore import Datastore
 from monailabel.tasks.train.bundle import BundleTrainTask
+from monailabel.tasks.train.handler import prepare_stats
 
 from common.data.msd import load_label_array
 from common.data.structures import expand_structures
+from common.jsonio import read_json_object, write_json_atomic
 from common.monailabel.bundles import ServedBundle
+from common.monailabel.lifecycle import STATS_NAME, TrainingLock, watch_server
 
-__all__ = ["TRAIN_PARAMS", "BundleInteractionTrainTask", "label_table"]
+__all__ = ["TRAIN_PARAMS", "AtomicCheckpointSaver", "BundleInteractionTrainTask", "TrainStatsHandler", "label_table"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +108,89 @@ def _check_param(name: str, value: Any, default: Any) -> int | float:
     return float(value)
 
 
+class _AtomicDiskSaver(DiskSaver):
+    """ignite's ``DiskSaver`` with atomic writes (temporary file in the folder, then a rename) and an optional fixed
+    file name; a fixed-name file is not removed before its replacement is written (the rename replaces it)."""
+
+    def __init__(self, dirname: str, filename: str | None = None) -> None:
+        super().__init__(dirname=dirname, atomic=True, require_empty=False)
+        self.filename = filename
+
+    def __call__(self, checkpoint: Mapping[str, Any], filename: str, metadata: Mapping[str, Any] | None = None) -> None:
+        super().__call__(checkpoint, self.filename or filename, metadata)
+
+    def remove(self, filename: str) -> None:
+        if self.filename is None:
+            super().remove(filename)
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """MONAI's ``CheckpointSaver`` (same arguments) whose files are written atomically.
+
+    MONAI's saver removes the previous best ``model.pt`` and then writes the new one in place: meanwhile the file is
+    missing or half-written (inference reloads it when it changes; a kill leaves it truncated). Here each file goes
+    to a temporary file in the same folder (ignite's ``tmpXXXXXXXX``) and is renamed over the old one.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
+            if checkpoint is not None:
+                fixed = getattr(checkpoint.save_handler, "filename", None)
+                checkpoint.save_handler = _AtomicDiskSaver(str(self.save_dir), fixed)
+
+
+class TrainStatsHandler:
+    """Writes a training's stats to a JSON file when it starts, after each epoch and when it completes.
+
+    The content is MONAI Label's ``train_stats`` (``monailabel.tasks.train.handler.prepare_stats``: ``epoch``,
+    ``total_epochs``, ``start_ts``, ``total_time`` once the last epoch is done else ``current_time``, ``train`` and
+    ``eval`` with their ``metrics``, ``key_metric_name``, ``best_metric`` and ``best_metric_epoch``, and top-level
+    ``best_metric``: the evaluator's best key-metric value, the one ``model.pt`` was saved for, left out until a
+    validation has run), plus ``status`` (``running``, ``done``), ``model``, ``weights``, ``run`` and ``pid``.
+    The file is replaced atomically (:func:`~common.jsonio.write_json_atomic`).
+
+    Args:
+        path: the JSON file.
+        evaluator: the validation engine (``None``: train metrics only).
+        run: an id of this training run.
+        model: the model (bundle) name.
+        weights: the weights file the training writes.
+    """
+
+    def __init__(self, path: str, evaluator: Any = None, run: str = "", model: str = "", weights: str = "") -> None:
+        self.path = Path(path)
+        self.evaluator = evaluator
+        self.run = run
+        self.model = model
+        self.weights = weights
+        self.start_ts = time.time()
+
+    def attach(self, engine: Any) -> None:
+        """Register on the trainer's ``STARTED``, ``EPOCH_COMPLETED`` (after the validation handler: attach it last)
+        and ``COMPLETED`` events."""
+        engine.add_event_handler(Events.STARTED, self._started)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.write, "running")
+        engine.add_event_handler(Events.COMPLETED, self.write, "done")
+
+    def _started(self, engine: Any) -> None:
+        self.start_ts = time.time()
+        self.write(engine, "running")
+
+    def write(self, engine: Any, status: str) -> dict[str, Any]:
+        """Write the stats of ``engine`` (the trainer) with ``status``; returns them."""
+        stats: dict[str, Any] = prepare_stats(self.start_ts, engine, self.evaluator)
+        best = self.evaluator if self.evaluator is not None else engine
+        if getattr(best.state, "best_metric_epoch", -1) < 1:
+            stats.pop("best_metric", None)  # no validation yet: MONAI's placeholder is -1
+        else:
+            stats["best_metric_epoch"] = best.state.best_metric_epoch
+        stats["key_metric_name"] = getattr(best.state, "key_metric_name", None)
+        stats.update(status=status, model=self.model, weights=self.weights, run=self.run, pid=os.getpid())
+        write_json_atomic(stats, self.path)
+        return stats
+
+
 class BundleInteractionTrainTask(BundleTrainTask):
     """Train one bundle from the datastore's final labels (``POST /train/<bundle>``).
 
@@ -127,6 +229,16 @@ class BundleInteractionTrainTask(BundleTrainTask):
         epochs = self.bundle_config.get("max_epochs", 50)
         self.default_epochs = epochs if isinstance(epochs, int) else 50
         self._request: dict[str, Any] = {}
+        self._run = ""
+
+    @property
+    def stats_path(self) -> Path:
+        """The train stats file (:class:`TrainStatsHandler`), next to the trained weights."""
+        return self.trained_weights.parent / STATS_NAME
+
+    def stats(self) -> dict[str, Any]:
+        """The stats of the last training of these weights (``/info``'s ``train_stats``; ``{}`` before any)."""
+        return read_json_object(self.stats_path)
 
     def latest_weights(self) -> Path:
         """The app's trained weights when they exist, else the bundle's ``models/model.pt``."""
@@ -206,6 +318,21 @@ class BundleInteractionTrainTask(BundleTrainTask):
         for name in self.params:
             if name in self._request:
                 overrides[name] = self._request[name]
+        key = self.const.key_train_handlers()
+        stats = {
+            "_target_": f"{__name__}.{TrainStatsHandler.__name__}",
+            "path": str(self.stats_path),
+            "evaluator": "@validate#evaluator" if self.bundle_config.get("validate#evaluator") is not None else None,
+            "run": self._run,
+            "model": self.bundle.name,
+            "weights": str(self.trained_weights),
+        }
+        overrides[key] = [*overrides.get(key, []), stats]  # a new list: the bundle config's own is not changed
+        validate_handlers = self.bundle_config.get("validate#handlers")
+        if isinstance(validate_handlers, list):
+            overrides["validate#handlers"] = [_atomic_saver(h) for h in validate_handlers]
+        if isinstance(self.bundle_config.get("resume_saver"), dict):
+            overrides["resume_saver"] = _atomic_saver(self.bundle_config.get("resume_saver"))
         return overrides
 
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
@@ -213,16 +340,40 @@ class BundleInteractionTrainTask(BundleTrainTask):
 
         Raises:
             ValueError: bad parameters, or too few labelled volumes for a train/validation split.
+            common.monailabel.lifecycle.TrainingBusyError: another live process trains the same weights file.
         """
         self._request = self._check_request(request)
         self.started_from = None
-        super().__call__(self._request, datastore)
+        self._run = uuid.uuid4().hex[:12]
+        watch_server()
+        with TrainingLock(self.trained_weights):
+            try:
+                super().__call__(self._request, datastore)
+            except BaseException as err:
+                self._mark_failed(err)
+                raise
         weights = self.trained_weights if self.trained_weights.is_file() else None
         result = {
             "bundle": self.bundle.name,
             "weights": str(weights) if weights else None,
             "started_from": str(self.started_from) if self.started_from else None,
             "retrain_from": self.retrain_from,
+            "best_metric": self.stats().get("best_metric"),
         }
         logger.info("train result %s", json.dumps(result))
         return result
+
+    def _mark_failed(self, err: BaseException) -> None:
+        """Set this run's stats file (if it got that far) to ``failed`` with the error."""
+        stats = self.stats()
+        if stats.get("run") == self._run and stats.get("status") == "running":
+            stats.update(status="failed", error=f"{type(err).__name__}: {err}"[:500])
+            write_json_atomic(stats, self.stats_path)
+
+
+def _atomic_saver(handler: Any) -> Any:
+    """``handler`` (a bundle config item) with :class:`AtomicCheckpointSaver` as target when it is a MONAI
+    ``CheckpointSaver`` (a copy; other items unchanged)."""
+    if isinstance(handler, dict) and str(handler.get("_target_", "")).rsplit(".", 1)[-1] == "CheckpointSaver":
+        return {**handler, "_target_": f"{__name__}.{AtomicCheckpointSaver.__name__}"}
+    return handler
