@@ -71,7 +71,12 @@ def server(
             f"{EXTRA}.nii.gz",
             _nifti_bytes(flipped, image.affine, tmp / "x.nii.gz"),
         )
-        _put(running, "/datastore/image", {"image": CORRUPT}, f"{CORRUPT}.nii.gz", b"not a NIfTI volume" * 8)
+        # the app refuses such an upload (400); a broken file copied into the studies folder still gets listed
+        (running.studies / f"{CORRUPT}.nii.gz").write_bytes(b"not a NIfTI volume" * 8)
+        deadline = time.monotonic() + 30
+        while CORRUPT not in running.get("/datastore/?output=all").json().get("objects", {}):
+            assert time.monotonic() < deadline, "the datastore did not list the copied file"
+            time.sleep(0.2)
         yield running
 
 
@@ -239,8 +244,19 @@ def test_train_starts_from_the_general_weights_and_writes_only_into_the_app(
 def test_with_every_image_labelled_strategies_answer_empty(server: LabelServer, tmp_path: Path) -> None:
     image = nib.load(str(server.dataset / "imagesTr" / "phantom_000.nii.gz"))
     content = _nifti_bytes(np.zeros(image.shape, np.uint8), image.affine, tmp_path / "empty.nii.gz")
-    for case in (CASE, EXTRA, CORRUPT):
+    for case in (CASE, EXTRA):
         _put(server, "/datastore/label", {"image": case, "tag": "final"}, f"{case}.nii.gz", content)
+    import requests
+
+    refused = requests.put(  # no label can be checked against an unreadable image: the user removes the image
+        f"{server.url}/datastore/label",
+        params={"image": CORRUPT, "tag": "final"},
+        files={"label": (f"{CORRUPT}.nii.gz", content, "application/gzip")},
+        timeout=60,
+    )
+    assert refused.status_code == 400
+    assert "cannot read" in refused.json()["detail"]
+    assert requests.delete(f"{server.url}/datastore/image", params={"id": CORRUPT}, timeout=60).status_code == 200
     for name in ("random", "first", *OURS):
         response = _post(server, f"/activelearning/{name}", FAST)
         assert (response.status_code, response.json()) == (200, {}), name
