@@ -250,11 +250,22 @@ class BundleInteractionTrainTask(BundleTrainTask):
         return self.bundle.weights if self.retrain_from == "general_weights" else self.latest_weights()
 
     def config(self) -> dict[str, Any]:
-        """Train options shown to viewers: MONAI Label's, the bundle's epochs and :data:`TRAIN_PARAMS`."""
-        options: dict[str, Any] = super().config()
-        options.pop("multi_gpu", None)
-        options.pop("gpus", None)
-        options.update(max_epochs=self.default_epochs, **self.params)
+        """Train options shown to viewers: MONAI Label's, the bundle's epochs and :data:`TRAIN_PARAMS`.
+
+        Built once (MONAI Label's look-up of display options the bundle does not have costs about 8 ms per call, and
+        every ``/info`` asks every trainer); the list of weights files (``model_filename``) is read each time.
+        """
+        cached: dict[str, Any] | None = getattr(self, "_options", None)
+        if cached is None:
+            cached = dict(super().config())
+            cached.pop("multi_gpu", None)
+            cached.pop("gpus", None)
+            cached.update(max_epochs=self.default_epochs, **self.params)
+            self._options = cached
+        options = dict(cached)
+        if "model_filename" in options:
+            models = sorted((p.name for p in (self.bundle.root / "models").glob("*.pt")), key=len)
+            options["model_filename"] = models
         return options
 
     def _check_request(self, request: Mapping[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[3]
 APP_DIR = ROOT / "common" / "monailabel" / "app"
 START_TIMEOUT_S = 180.0
 REQUEST_TIMEOUT_S = 300.0
+TRAIN_TIMEOUT_S = 420.0
 
 
 @dataclass
@@ -72,6 +73,16 @@ class LabelServer:
             data=data,
             timeout=REQUEST_TIMEOUT_S,
         )
+
+    def wait_for_training(self, timeout_s: float = TRAIN_TIMEOUT_S, poll_s: float = 0.5) -> dict[str, Any]:
+        """Poll ``GET /train/`` until the last training task is neither submitted, queued nor running; its status."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            status: dict[str, Any] = self.get("/train/").json()
+            if status.get("status") not in ("SUBMITTED", "QUEUED", "RUNNING"):
+                return status
+            time.sleep(poll_s)
+        pytest.fail(f"training not finished after {timeout_s:.0f} s:\n{self.log_tail()}")
 
     def assert_up(self) -> None:
         """The server process is alive and answers ``/info/``."""

@@ -76,16 +76,6 @@ def _post_train(server: Any, params: dict[str, Any]) -> Any:
     return requests.post(f"{server.url}/train/{MODEL}", json=params, timeout=60)
 
 
-def _wait_done(server: Any) -> dict[str, Any]:
-    deadline = time.monotonic() + TIMEOUT_S
-    while time.monotonic() < deadline:
-        status: dict[str, Any] = server.get("/train/").json()
-        if status.get("status") not in ("SUBMITTED", "QUEUED", "RUNNING"):
-            return status
-        time.sleep(0.5)
-    pytest.fail(f"training not finished after {TIMEOUT_S:.0f} s:\n{server.log_tail()}")
-
-
 def _wait_for_lock(server: Any, weights: Path) -> int:
     """The PID of the training process once it holds the weights' lock."""
     deadline = time.monotonic() + TIMEOUT_S
@@ -143,7 +133,7 @@ def test_finished_training_fills_train_stats_with_its_best_dice(server_a: Any, m
     assert server_a.get("/info/").json()["train_stats"].get(MODEL, {}) == {}  # nothing trained yet
     started = _post_train(server_a, SHORT)
     assert started.status_code == 200, started.text
-    status = _wait_done(server_a)
+    status = server_a.wait_for_training(TIMEOUT_S)
     assert status["status"] == "DONE", "\n".join(status.get("details", [])) + server_a.log_tail()
     _check_finished_stats(server_a, weights)
     assert weights.is_file()
@@ -176,7 +166,7 @@ def test_sigterm_stops_training_and_other_servers_refuse_to_train_the_same_weigh
             assert (weights.parent / LOCK_NAME).exists()
             assert lock_holder(weights) is None
             assert _post_train(server_b, SHORT).status_code == 200  # B may train now
-            status = _wait_done(server_b)
+            status = server_b.wait_for_training(TIMEOUT_S)
             assert status["status"] == "DONE", server_b.log_tail()
             assert f"replaced the stale training lock {weights.parent / LOCK_NAME}" in server_b.log_tail(10**7)
     finally:
@@ -211,7 +201,7 @@ def test_server_restarted_after_sigkill_clears_the_stale_lock_and_trains(
         assert not (weights.parent / LOCK_NAME).exists()
         assert server_d.get("/info/").json()["train_stats"].get(MODEL, {})["status"] == "interrupted"
         assert _post_train(server_d, SHORT).status_code == 200
-        status = _wait_done(server_d)
+        status = server_d.wait_for_training(TIMEOUT_S)
         assert status["status"] == "DONE", "\n".join(status.get("details", [])) + server_d.log_tail()
         _check_finished_stats(server_d, weights)
 

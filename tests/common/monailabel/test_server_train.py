@@ -8,7 +8,6 @@ extra (``monailabel``); skipped without it.
 from __future__ import annotations
 
 import hashlib
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,23 +20,12 @@ pytest.importorskip("monailabel")
 
 ROOT = Path(__file__).resolve().parents[3]
 SHIPPED = ROOT / "bundles" / "slice_propagation" / "models" / "model.pt"
-TRAIN_TIMEOUT_S = 420
 # one short epoch on 3 training + 1 validation volumes of 64 x 64 x 40 (2 slices per structure and volume)
 TRAIN_PARAMS = {"max_epochs": 1, "val_split": 0.25, "slices_per_volume": 2, "num_workers": 0}
 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _wait_for_training(server: Any) -> dict[str, Any]:
-    deadline = time.monotonic() + TRAIN_TIMEOUT_S
-    while time.monotonic() < deadline:
-        status: dict[str, Any] = server.get("/train/").json()
-        if status.get("status") not in ("SUBMITTED", "QUEUED", "RUNNING"):
-            return status
-        time.sleep(1.0)
-    pytest.fail(f"training not finished after {TRAIN_TIMEOUT_S} s:\n{server.log_tail()}")
 
 
 def test_one_epoch_of_training_writes_app_weights_that_inference_then_uses(label_server: Any, tmp_path: Path) -> None:
@@ -50,7 +38,7 @@ def test_one_epoch_of_training_writes_app_weights_that_inference_then_uses(label
 
     started = requests.post(f"{label_server.url}/train/slice_propagation", json=TRAIN_PARAMS, timeout=60)
     assert started.status_code == 200, started.text
-    status = _wait_for_training(label_server)
+    status = label_server.wait_for_training()
     details = "\n".join(status.get("details", []))
     assert status["status"] == "DONE", details[-4000:] + label_server.log_tail()
     assert "Epoch: 1/1" in details
@@ -83,7 +71,7 @@ def test_train_request_with_unknown_model_is_refused(label_server: Any) -> None:
 
     response = requests.post(f"{label_server.url}/train/no_such_model", json=TRAIN_PARAMS, timeout=60)
     assert response.status_code == 200  # MONAI Label starts the training process before the app sees the model
-    status = _wait_for_training(label_server)
+    status = label_server.wait_for_training()
     assert status["status"] == "ERROR"
     assert status["request"]["model"] == "no_such_model"
     assert "There is no model 'no_such_model'" in label_server.log_tail(10**7)
