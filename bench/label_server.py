@@ -1,9 +1,9 @@
 """MONAI Label server benchmark: this repository's app as a real server, side by side with MONAI Label's sample app.
 
 Every figure comes from HTTP requests to servers started by the benchmark on 127.0.0.1 (each in its own process
-group with its own ``TMPDIR``, stopped with SIGTERM, then SIGKILL; only the thread comparison runs several at once),
-on one case of a phantom dataset (default ``data/Phantoms``; the last case, left unlabelled in the studies folder, is
-the image of every inference):
+group with its own ``TMPDIR``, stopped with SIGTERM, then SIGKILL: :mod:`common.monailabel.server`; only the thread
+comparison runs several at once), on one case of a phantom dataset (default ``data/Phantoms``; the last case, left
+unlabelled in the studies folder, is the image of every inference):
 
 1. **request latency** of ``POST /infer/<model>?image=<case>`` as 3D Slicer sends it: the ``params`` JSON of the
    recorded Slicer requests (``tests/common/monailabel/requests/``), no ``output`` query (the answer is multipart:
@@ -65,15 +65,12 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +79,18 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: ``common`` from the repository
     sys.path.insert(0, str(ROOT))
+
+from common.monailabel.server import (  # noqa: E402 (after the path set-up above)
+    ServerProcess,
+    download_sample_app,
+    free_port,
+    server_env,
+    start_server,
+    start_server_command,
+    stop_server,
+    torchvision_import_error,
+    write_torchvision_shim,
+)
 
 __all__ = [
     "InferRequest",
@@ -121,45 +130,8 @@ ACTIVE = ("SUBMITTED", "QUEUED", "RUNNING")
 PARTS = ("threads", "info", "train", "baseline")
 SLICER_CLIENT_ID = "user-xyz"  # 3D Slicer's default client id (MONAILabel/clientId setting)
 
-#: declares the torchvision operators whose fake kernels ``import torchvision`` registers, when its ``_C`` library
-#: (built against CUDA torch) does not load beside a CPU torch; see the module docstring
-TORCHVISION_SHIM = '''"""Benchmark shim (bench/label_server.py): lets ``import torchvision`` work beside a CPU torch."""
-import importlib.util
-import os
-
-_spec = importlib.util.find_spec("torchvision")
-if _spec is not None and _spec.origin:
-    import torch
-
-    try:
-        torch.ops.load_library(os.path.join(os.path.dirname(_spec.origin), "_C.so"))
-    except (OSError, RuntimeError):
-        _torchvision_schemas = torch.library.Library("torchvision", "DEF")
-        _torchvision_schemas.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        _torchvision_schemas.define("qnms(Tensor qdets, Tensor scores, float iou_threshold) -> Tensor")
-'''
-
 
 # ----------------------------------------------------------------------------------------------------- servers
-@dataclass
-class ServerProcess:
-    """A MONAI Label server started by :func:`start_server`: its name, ``url``, process (own process group), log
-    file, temp folder (its ``TMPDIR``) and command line."""
-
-    name: str
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-    tmp: Path
-    command: list[str] = field(default_factory=list)
-    #: seconds from the process start until ``/info/`` answered
-    start_s: float = 0.0
-
-    def log_tail(self, n: int = 4000) -> str:
-        """The last ``n`` characters of the server log."""
-        return self.log.read_text(errors="replace")[-n:] if self.log.is_file() else ""
-
-
 def _http() -> Any:
     """The ``requests`` module (imported when first needed)."""
     import requests  # type: ignore[import-untyped, unused-ignore]
@@ -174,82 +146,9 @@ def _shape(path: Path) -> tuple[int, ...]:
     return tuple(int(s) for s in image.shape)
 
 
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def server_env(device: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The servers' environment: the caller's, less its thread-count variables (each server's own setting applies),
-    with ``CUDA_VISIBLE_DEVICES=""`` for ``device`` ``cpu``."""
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    if device == "cpu":
-        env["CUDA_VISIBLE_DEVICES"] = ""
-    env.update(extra or {})
-    return env
-
-
-def stop_server(server: ServerProcess, term_wait_s: float = 20.0, kill_wait_s: float = 10.0) -> None:
-    """Stop the server's process group: SIGTERM, then SIGKILL if it is still there after ``term_wait_s``."""
-    if server.process.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, term_wait_s), (signal.SIGKILL, kill_wait_s)):
-        try:
-            os.killpg(server.process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            server.process.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def start_server(
-    name: str, command: Sequence[str], workdir: Path, env: Mapping[str, str], timeout_s: float = START_TIMEOUT_S
-) -> ServerProcess:
-    """Run ``command`` (a ``start_server`` command line with ``--port PORT``) in ``workdir`` in its own process
-    group with ``TMPDIR=workdir/tmp`` and its output in ``workdir/server.log``; wait until ``/info/`` answers 200.
-
-    Raises:
-        RuntimeError: the server exited or did not answer within ``timeout_s`` (the message ends with its log).
-    """
-    requests = _http()
-    port = command[list(command).index("--port") + 1]
-    workdir.mkdir(parents=True, exist_ok=True)
-    tmp = workdir / "tmp"
-    tmp.mkdir(exist_ok=True)
-    log = workdir / "server.log"
-    started = time.perf_counter()
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            list(command),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            cwd=workdir,
-            env=dict(env, TMPDIR=str(tmp)),
-            start_new_session=True,
-        )
-    server = ServerProcess(name, f"http://127.0.0.1:{port}", process, log, tmp, list(command))
-    deadline = time.monotonic() + timeout_s
-    try:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"{name} exited with {process.returncode}:\n{server.log_tail()}")
-            try:
-                if requests.get(f"{server.url}/info/", timeout=5).status_code == 200:
-                    server.start_s = time.perf_counter() - started
-                    return server
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"{name} not up after {timeout_s:.0f} s:\n{server.log_tail()}")
-    except BaseException:
-        stop_server(server)
-        raise
+def _pythonpath(first: Path | None) -> str:
+    """``first`` (if any), then this process's ``PYTHONPATH``."""
+    return os.pathsep.join(filter(None, [str(first) if first is not None else None, os.environ.get("PYTHONPATH")]))
 
 
 def start_app_server(
@@ -260,59 +159,9 @@ def start_app_server(
     app = workdir / "app"
     app.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(APP_DIR / "main.py", app / "main.py")
-    command = [
-        sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app), "--studies", str(studies),
-        "--conf", "bundles", str(BUNDLES), "--host", "127.0.0.1", "--port", str(free_port()),
-    ]  # fmt: skip
-    for key, value in conf:
-        command += ["--conf", key, value]
-    env = server_env(device, {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
-    return start_server("app", command, workdir, env)
-
-
-def download_sample_app(out: Path, name: str = SAMPLE_APP) -> Path:
-    """``monailabel apps --download --name <name> --output <out>`` (copied from the installed package, offline).
-
-    Raises:
-        RuntimeError: the command failed or made no ``main.py``.
-    """
-    done = subprocess.run(
-        [sys.executable, "-m", "monailabel.main", "apps", "--download", "--name", name, "--output", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    app = out / name
-    if done.returncode != 0 or not (app / "main.py").is_file():
-        raise RuntimeError(
-            f"monailabel apps --download --name {name} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
-        )
-    return app
-
-
-def torchvision_import_error(env: Mapping[str, str] | None = None) -> tuple[int, str | None]:
-    """A fresh interpreter in ``env``: its ``torch.get_num_threads()`` (what a server that sets none uses) and the last
-    line of the error of ``import torchvision`` (``None``: it imports).
-
-    Raises:
-        RuntimeError: torch itself does not import.
-    """
-    code = "import torch; print(torch.get_num_threads(), flush=True); import torchvision"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
-    if not done.stdout.strip():
-        raise RuntimeError(f"import torch fails: {done.stderr[-2000:]}")
-    threads = int(done.stdout.split()[-1])
-    if done.returncode == 0:
-        return threads, None
-    lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-    return threads, lines[-1] if lines else f"exit status {done.returncode}"
-
-
-def write_torchvision_shim(folder: Path) -> Path:
-    """Write :data:`TORCHVISION_SHIM` as ``folder/sitecustomize.py``; returns ``folder`` (for ``PYTHONPATH``)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "sitecustomize.py").write_text(TORCHVISION_SHIM)
-    return folder
+    command = start_server_command(app, studies, [("bundles", str(BUNDLES)), *conf])
+    env = server_env(device, {"PYTHONPATH": _pythonpath(ROOT)})
+    return start_server("app", command, workdir, env, START_TIMEOUT_S)
 
 
 def start_sample_server(
@@ -324,15 +173,12 @@ def start_sample_server(
     device: str = "cpu",
 ) -> ServerProcess:
     """MONAI Label's sample app ``app`` serving ``models`` without pretrained weights (and without SAM 2), with the
-    torchvision shim folder ``shim`` first on its ``PYTHONPATH``."""
-    command = [
-        sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app), "--studies", str(studies),
-        "--conf", "models", models, "--conf", "use_pretrained_model", "false", "--conf", "sam2", "false",
-        "--host", "127.0.0.1", "--port", str(free_port()),
-    ]  # fmt: skip
-    paths = [str(shim)] if shim is not None else []
-    env = server_env(device, {"PYTHONPATH": os.pathsep.join(filter(None, [*paths, os.environ.get("PYTHONPATH")]))})
-    return start_server(f"sample app {app.name}", command, workdir, env)
+    torchvision shim folder ``shim`` (:func:`~common.monailabel.server.write_torchvision_shim`) first on its
+    ``PYTHONPATH``."""
+    conf = [("models", models), ("use_pretrained_model", "false"), ("sam2", "false")]
+    command = start_server_command(app, studies, conf)
+    env = server_env(device, {"PYTHONPATH": _pythonpath(shim)})
+    return start_server(f"sample app {app.name}", command, workdir, env, START_TIMEOUT_S)
 
 
 def server_threads(server: ServerProcess) -> int | None:
@@ -757,7 +603,7 @@ def run_app(
 def run_baseline(args: argparse.Namespace, studies_image: Path, request: InferRequest, workdir: Path) -> dict[str, Any]:
     """MONAI Label's sample app (see the module docstring): the same latency settings and ``/info/`` probe."""
     out: dict[str, Any] = {"app": SAMPLE_APP, "model": SAMPLE_MODEL, "workarounds": [], "rows": []}
-    app = download_sample_app(workdir / "apps")
+    app = download_sample_app(workdir / "apps", SAMPLE_APP)
     env = server_env(args.device)
     out["torch_threads"], error = torchvision_import_error(env)
     shim = None

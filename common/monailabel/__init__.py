@@ -20,6 +20,9 @@ active learning need an app of their own. This package is that app:
 - :mod:`~common.monailabel.strategies`: active-learning query strategies and scoring methods for the bundles with a
   ``"monailabel": {"retrain_from": ...}`` metadata section (imports ``monailabel``).
 - ``common/monailabel/app/``: the app folder for ``monailabel start_server --app``.
+- :mod:`~common.monailabel.server`: a MONAI Label server as a subprocess (own process group and ``TMPDIR``, started
+  until ``/info/`` answers, stopped with its children), MONAI Label's sample apps and a torchvision shim for them; for
+  the benchmark and the server tests (runs ``monailabel`` in the subprocess only).
 
 Names load on first access (PEP 562) and only the task, app, route and datastore modules import ``monailabel``, so
 ``import common.monailabel`` and the other modules work without the extra.

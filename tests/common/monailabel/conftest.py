@@ -7,13 +7,9 @@ The server runs in its own process group with the app folder copied to a tempora
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -22,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from common.monailabel.server import ServerProcess, server_env, start_server, start_server_command, stop_server
+
 ROOT = Path(__file__).resolve().parents[3]
 APP_DIR = ROOT / "common" / "monailabel" / "app"
 START_TIMEOUT_S = 180.0
@@ -29,28 +27,15 @@ REQUEST_TIMEOUT_S = 300.0
 TRAIN_TIMEOUT_S = 420.0
 
 
-@dataclass
-class LabelServer:
-    """A running MONAI Label server: ``url``, its studies/app folders, the phantom dataset, its log file and its own
-    temp folder (``TMPDIR``: uploads and results must not pile up there)."""
+@dataclass(kw_only=True)
+class LabelServer(ServerProcess):
+    """A running MONAI Label server (:class:`~common.monailabel.server.ServerProcess`: ``url``, ``process``, its log
+    file and its own temp folder ``tmp``, its ``TMPDIR``: uploads and results must not pile up there) with its
+    studies/app folders and the phantom dataset."""
 
-    url: str
     studies: Path
     app: Path
     dataset: Path
-    log: Path
-    process: subprocess.Popen[bytes]
-    tmp: Path
-
-    def log_tail(self, n: int = 4000) -> str:
-        """The end of the server log (for assertion messages)."""
-        return self.log.read_text(errors="replace")[-n:]
-
-    def get(self, path: str) -> Any:
-        """``GET url/path`` (a ``requests.Response``)."""
-        import requests
-
-        return requests.get(f"{self.url}{path}", timeout=REQUEST_TIMEOUT_S)
 
     def infer(
         self,
@@ -90,48 +75,12 @@ class LabelServer:
         assert self.get("/info/").status_code == 200, self.log_tail()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def _wait_until_up(server: LabelServer, requests: Any) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            pytest.fail(f"MONAI Label server exited with {server.process.returncode}:\n{server.log_tail()}")
-        try:
-            if requests.get(f"{server.url}/info/", timeout=5).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"MONAI Label server not up after {START_TIMEOUT_S:.0f} s:\n{server.log_tail()}")
-
-
 def start_label_server(
     tmp_path_factory: pytest.TempPathFactory, dataset: Path, conf: Sequence[tuple[str, str]] = ()
 ) -> Iterator[LabelServer]:
     """Start a server on a fresh studies folder made from ``dataset`` (last case unlabelled); stop it afterwards."""
     pytest.importorskip("monailabel")
-    requests = pytest.importorskip("requests")
+    pytest.importorskip("requests")
     from common.monailabel.studies import prepare_studies
 
     root = tmp_path_factory.mktemp("label_server")
@@ -140,28 +89,18 @@ def start_label_server(
     app = root / "app"
     app.mkdir()
     shutil.copyfile(APP_DIR / "main.py", app / "main.py")
-    port = _free_port()
-    log = root / "server.log"
-    command = [
-        sys.executable, "-m", "monailabel.main", "start_server",
-        "--app", str(app), "--studies", str(studies), "--host", "127.0.0.1", "--port", str(port),
-        "--conf", "bundles", str(ROOT / "bundles"),
-    ]  # fmt: skip
-    for key, value in conf:
-        command += ["--conf", key, value]
-    tmp = root / "tmp"
-    tmp.mkdir()
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", TMPDIR=str(tmp))
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            command, stdout=log_file, stderr=subprocess.STDOUT, cwd=root, env=env, start_new_session=True
-        )
-    server = LabelServer(f"http://127.0.0.1:{port}", studies, app, dataset, log, process, tmp)
+    command = start_server_command(app, studies, [("bundles", str(ROOT / "bundles")), *conf])
+    env = server_env("cpu", {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
     try:
-        _wait_until_up(server, requests)
+        started = start_server("MONAI Label server", command, root, env, START_TIMEOUT_S)
+    except RuntimeError as err:  # exited or not up: the message ends with the server log
+        pytest.fail(str(err))
+    fields = {f.name: getattr(started, f.name) for f in dataclasses.fields(started)}
+    server = LabelServer(**fields, studies=studies, app=app, dataset=dataset)
+    try:
         yield server
     finally:
-        _stop(process)
+        stop_server(server)
 
 
 @pytest.fixture(scope="session")

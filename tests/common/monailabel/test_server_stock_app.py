@@ -5,11 +5,10 @@ exported by :mod:`common.bundle.export` into the app's ``model/`` folder, the st
 server and its training subprocess run with a ``sitecustomize`` on ``PYTHONPATH`` that refuses any import of
 ``common``, so everything they run comes from the exported bundles. It also works around the CPU build of torch:
 PyPI's ``torchvision`` wheel is a CUDA build whose ``_C`` extension cannot load next to a CPU-only torch, and
-``import torchvision`` then fails in ``torchvision/_meta_registrations.py`` (``operator torchvision::nms does not
-exist``, pytorch/vision#9085); MONAI Label's ``BundleInferTask`` imports torchvision (``monailabel.transform.post``),
-so the stock app does not start. Defining the schemas of the two operators it registers fake kernels for
-(``nms``, ``qnms``) before torchvision is imported lets the import succeed (the ops themselves stay unavailable;
-nothing here uses them). ``--conf sam2 false``: SAM2 would download its weights at start-up.
+``import torchvision`` then fails (``operator torchvision::nms does not exist``); MONAI Label's ``BundleInferTask``
+imports torchvision, so the stock app would not start: the shim of :mod:`common.monailabel.server` declares the two
+operators' schemas (the ops themselves stay unavailable; nothing here uses them). ``--conf sam2 false``: SAM2 would
+download its weights at start-up.
 
 One server per module (~10 s to start); the default run trains one bundle for one epoch (bifseg, the fastest:
 ~25 s on 2 cores); ``-m slow`` trains the others.
@@ -17,12 +16,8 @@ One server per module (~10 s to start); the default run trains one bundle for on
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,6 +30,15 @@ import pytest
 
 from common.bundle import find_bundles
 from common.bundle.export import export_bundle
+from common.monailabel.server import (
+    ServerProcess,
+    download_sample_app,
+    server_env,
+    start_server,
+    start_server_command,
+    stop_server,
+    write_torchvision_shim,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 MODELS = ("deepgrow_clicks", "slice_propagation", "bifseg", "active_learning")
@@ -43,32 +47,10 @@ TRAIN_TIMEOUT_S = 600.0
 IMAGE = "phantom_000"  # labelled in the studies folder
 LIVER = 1
 
-#: ``sitecustomize.py`` of the server: the torchvision workaround, and ``common`` refused.
-SITECUSTOMIZE = """
-import glob
+#: appended to the torchvision shim (``sitecustomize.py`` of the server): any import of ``common`` refused
+REFUSE_COMMON = """
 import importlib.abc
-import importlib.util
-import os
 import sys
-
-
-def _torchvision_without_its_extension():
-    spec = importlib.util.find_spec("torchvision")
-    if spec is None or not spec.submodule_search_locations:
-        return
-    import torch
-
-    extension = glob.glob(os.path.join(list(spec.submodule_search_locations)[0], "_C*.so"))
-    try:
-        if extension:
-            torch.ops.load_library(extension[0])
-            return
-    except OSError:
-        pass
-    global _TORCHVISION
-    _TORCHVISION = torch.library.Library("torchvision", "DEF")
-    for op in ("nms", "qnms"):
-        _TORCHVISION.define(op + "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
 
 
 class _RefuseCommon(importlib.abc.MetaPathFinder):
@@ -78,28 +60,17 @@ class _RefuseCommon(importlib.abc.MetaPathFinder):
         return None
 
 
-_torchvision_without_its_extension()
 sys.meta_path.insert(0, _RefuseCommon())
 """
 
 
-@dataclass
-class StockServer:
-    """The running stock app: ``url``, its app folder (bundles in ``app/model``), studies and log."""
+@dataclass(kw_only=True)
+class StockServer(ServerProcess):
+    """The running stock app (:class:`~common.monailabel.server.ServerProcess`: ``url``, ``process``, ``log``) with
+    its app folder (bundles in ``app/model``) and studies."""
 
-    url: str
     app: Path
     studies: Path
-    log: Path
-    process: subprocess.Popen[bytes]
-
-    def log_tail(self, n: int = 4000) -> str:
-        return self.log.read_text(errors="replace")[-n:]
-
-    def get(self, path: str) -> Any:
-        import requests
-
-        return requests.get(f"{self.url}{path}", timeout=300)
 
     def infer(self, model: str, params: dict[str, Any], label: Path | None = None) -> Any:
         import requests
@@ -128,77 +99,34 @@ class StockServer:
         pytest.fail(f"training {model} did not end in {TRAIN_TIMEOUT_S:.0f} s:\n{self.log_tail()}")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-        if process.poll() is not None:
-            return
-        try:
-            os.killpg(process.pid, sig)
-            process.wait(timeout=wait)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            continue
-
-
 @pytest.fixture(scope="module")
 def stock_server(tiny_phantoms: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StockServer]:
     """MONAI Label's downloaded monaibundle app with every bundle exported into its ``model/`` folder."""
     pytest.importorskip("monailabel")
-    requests = pytest.importorskip("requests")
+    pytest.importorskip("requests")
     from common.monailabel.studies import prepare_studies
 
     root = tmp_path_factory.mktemp("stock_app")
-    download = subprocess.run(
-        [sys.executable, "-m", "monailabel.main", "apps", "--download", "--name", "monaibundle",
-         "--output", str(root / "apps")],
-        capture_output=True, text=True, timeout=300, cwd=root,
-    )  # fmt: skip
-    assert download.returncode == 0, download.stdout + download.stderr
-    app = root / "apps" / "monaibundle"
+    app = download_sample_app(root / "apps", "monaibundle")
     for bundle in find_bundles(ROOT / "bundles"):
         if bundle.name in MODELS:
             export_bundle(bundle, app / "model")
-    site = root / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    site = write_torchvision_shim(root / "site", REFUSE_COMMON)
     studies = root / "studies"
     prepare_studies(tiny_phantoms, studies, unlabelled=1)
-    port = _free_port()
-    log = root / "server.log"
-    command = [
-        sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app), "--studies", str(studies),
-        "--host", "127.0.0.1", "--port", str(port),
-        "--conf", "models", ",".join(MODELS), "--conf", "zoo_source", "local", "--conf", "sam2", "false",
-    ]  # fmt: skip
-    env = dict(os.environ, PYTHONPATH=str(site), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            command, stdout=log_file, stderr=subprocess.STDOUT, cwd=root, env=env, start_new_session=True
-        )
-    server = StockServer(f"http://127.0.0.1:{port}", app, studies, log, process)
+    conf = [("models", ",".join(MODELS)), ("zoo_source", "local"), ("sam2", "false")]
+    env = server_env("cpu", {"PYTHONPATH": str(site), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the stock app exited with {process.returncode}:\n{server.log_tail()}")
-            try:
-                if requests.get(f"{server.url}/info/", timeout=5).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the stock app is not up after {START_TIMEOUT_S:.0f} s:\n{server.log_tail()}")
-            time.sleep(0.5)
+        started = start_server("the stock app", start_server_command(app, studies, conf), root, env, START_TIMEOUT_S)
+    except RuntimeError as err:  # exited or not up: the message ends with the server log
+        pytest.fail(str(err))
+    fields = {f.name: getattr(started, f.name) for f in dataclasses.fields(started)}
+    server = StockServer(**fields, app=app, studies=studies)
+    try:
         yield server
         assert "REFUSED" not in server.log.read_text(errors="replace")
     finally:
-        _stop(process)
+        stop_server(server)
 
 
 def _arrays(studies: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
