@@ -257,6 +257,10 @@ def test_with_every_image_labelled_strategies_answer_empty(server: LabelServer, 
     assert refused.status_code == 400
     assert "cannot read" in refused.json()["detail"]
     assert requests.delete(f"{server.url}/datastore/image", params={"id": CORRUPT}, timeout=60).status_code == 200
+    deadline = time.monotonic() + 30  # the datastore notices the removed file asynchronously (auto reload)
+    while CORRUPT in server.get("/datastore/?output=all").json().get("objects", {}):
+        assert time.monotonic() < deadline, "the removed image is still listed"
+        time.sleep(0.2)
     for name in ("random", "first", *OURS):
         response = _post(server, f"/activelearning/{name}", FAST)
         assert (response.status_code, response.json()) == (200, {}), name
