@@ -51,6 +51,15 @@ from common.transforms.priors import (
     SliceAnnotationFromLabeld,
 )
 from common.transforms.slices import StructureSlicesd, evenly_spaced
+from common.transforms.synthesis import synthesize_image, synthetic_image_transforms
+from common.transforms.synthesis_corruption import (
+    RandContrastInversiond,
+    RandSynthBiasFieldd,
+    RandSynthGammad,
+    RandSynthNoised,
+)
+from common.transforms.synthesis_intensities import SynthesizeIntensitiesd, background_subregions
+from common.transforms.synthesis_resolution import RandResolutiond, simulate_acquisition
 
 __all__ = [
     "INTENSITY_MODES",
@@ -63,14 +72,21 @@ __all__ = [
     "ErrorRegions",
     "MaskPriorJitterd",
     "NormalizeIntensityByModalityd",
+    "RandContrastInversiond",
     "RandMaskPriorJitterd",
     "RandPriorSliced",
+    "RandResolutiond",
+    "RandSynthBiasFieldd",
+    "RandSynthGammad",
+    "RandSynthNoised",
     "SliceAnnotationFromLabeld",
     "SliceAxisLastd",
     "StructureSlicesd",
+    "SynthesizeIntensitiesd",
     "add_new_clicks",
     "annotated_slice_indices",
     "annotation_from_slices",
+    "background_subregions",
     "chamfer_depth",
     "click_map_from_points",
     "click_weights",
@@ -87,7 +103,10 @@ __all__ = [
     "render_guidance",
     "render_slice_guidance",
     "sample_flat_indices",
+    "simulate_acquisition",
     "simulate_error_clicks",
     "start_chamfer_depth",
+    "synthesize_image",
+    "synthetic_image_transforms",
     "validate_points",
 ]
