@@ -256,13 +256,14 @@ class InteractiveSegApp(MONAILabelApp):
         """The names of the served models (``/infer/<name>``)."""
         return sorted(self._infers)
 
-    def image_path_of(self, image_id: Any) -> str:
-        """The file of datastore image ``image_id``.
+    def image_path_of(self, image_id: Any, datastore: Any = None) -> str:
+        """The file of datastore image ``image_id`` (in ``datastore``, default: the app's).
 
         Raises:
             HTTPException: 404 for anything that is not the id of a datastore image (file paths included).
         """
-        uri = self.datastore().get_image_uri(image_id) if isinstance(image_id, str) and image_id else ""
+        store = datastore if datastore else self.datastore()
+        uri = store.get_image_uri(image_id) if isinstance(image_id, str) and image_id else ""
         if not uri:
             raise HTTPException(
                 status_code=404,
@@ -280,12 +281,7 @@ class InteractiveSegApp(MONAILabelApp):
         """
         store = datastore if datastore else self.datastore()
         image = request.get("image")
-        uri = store.get_image_uri(image) if isinstance(image, str) and image else ""
-        if not uri:
-            raise HTTPException(
-                status_code=404, detail=f"unknown image id {image!r}: see GET /datastore/?output=all for the ids"
-            )
-        return self.run_infer(dict(request), str(uri), str(image), store)
+        return self.run_infer(dict(request), self.image_path_of(image, store), str(image), store)
 
     def run_infer(
         self, request: dict[str, Any], image_path: str, image_id: str | None, datastore: Any = None

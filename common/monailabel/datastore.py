@@ -23,13 +23,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 from fastapi import HTTPException
-from monai.transforms import LoadImage
 from monailabel.datastore.local import LocalDatastore
 
-from common.data.geometry import affine_of
+from common.monailabel.items import read_volume
 from common.monailabel.params import check_label_tag
 
 __all__ = ["CheckedDatastore", "RejectedError", "check_image_id", "read_grid"]
@@ -81,32 +79,16 @@ def _tag(tag: Any) -> str:
 
 
 def read_grid(path: str | Path, with_data: bool = False) -> tuple[tuple[int, ...], np.ndarray, np.ndarray | None]:
-    """Spatial shape, ``(4, 4)`` RAS affine and (optionally) the voxels of an image file.
-
-    NIfTI headers are read with nibabel (no voxels unless asked); other formats with MONAI's ``LoadImage`` (ITK).
-    A trailing singleton dimension (a 4D NIfTI of one volume) is dropped.
+    """Spatial shape, ``(4, 4)`` RAS affine and (optionally) the voxels of an image file
+    (:func:`common.monailabel.items.read_volume`).
 
     Raises:
         RejectedError: the file cannot be read as an image.
     """
-    name = Path(path).name
     try:
-        if name.lower().endswith((".nii", ".nii.gz")):
-            image: Any = nib.load(str(path))
-            shape = tuple(int(s) for s in image.shape)
-            affine = np.asarray(image.affine, dtype=np.float64)
-            data = np.asanyarray(image.dataobj) if with_data else None
-        else:
-            loaded = LoadImage(image_only=True)(str(path))
-            shape = tuple(int(s) for s in loaded.shape)
-            found = affine_of(loaded)
-            affine = np.eye(4) if found is None else found
-            data = np.asarray(loaded) if with_data else None
-    except Exception as err:  # nibabel / ITK raise many kinds for a file that is not an image
-        raise RejectedError(f"cannot read {name} as an image ({type(err).__name__}: {err})") from None
-    while len(shape) > 3 and shape[-1] == 1:
-        shape = shape[:-1]
-        data = data[..., 0] if data is not None else None
+        shape, affine, data, _ = read_volume(path, with_data)
+    except ValueError as err:
+        raise RejectedError(str(err)) from None
     return shape, affine, data
 
 

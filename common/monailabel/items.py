@@ -30,6 +30,7 @@ __all__ = [
     "box_scribbles_item",
     "click_item",
     "read_label_volume",
+    "read_volume",
     "slice_propagation_item",
 ]
 
@@ -57,50 +58,84 @@ def _label_value(raw: Any) -> int | None:
     return int(value)
 
 
-def read_label_volume(path: Path) -> tuple[np.ndarray, np.ndarray, Any]:
-    """Voxels, ``(4, 4)`` RAS affine and NIfTI header (``None`` for other formats) of an uploaded label volume.
+def read_volume(path: str | Path, with_data: bool = True) -> tuple[tuple[int, ...], np.ndarray, np.ndarray | None, Any]:
+    """Spatial shape, ``(4, 4)`` RAS affine, voxels (``None`` unless ``with_data``) and NIfTI header (``None`` for
+    other formats) of an image file.
 
-    NIfTI is read with nibabel; other formats (3D Slicer's ``.nrrd`` / ``.seg.nrrd``, MetaImage) with MONAI's
-    ``LoadImage`` (ITK, affine converted to RAS). A trailing singleton dimension is dropped.
+    NIfTI is read with nibabel (only the header unless ``with_data``); other formats (3D Slicer's ``.nrrd`` /
+    ``.seg.nrrd``, MetaImage) with MONAI's ``LoadImage`` (ITK, affine converted to RAS). A trailing singleton dimension
+    (a 4D file of one volume) is dropped.
 
     Raises:
-        ValueError: the file cannot be read as an image (truncated, not an image, ...), or it holds non-integer
-            values.
+        ValueError: the file cannot be read as an image (truncated, not an image, ...), naming the file.
     """
+    path = Path(path)
     try:
         if _is_nifti(path):
             image: Any = nib.load(str(path))
-            data = np.asanyarray(image.dataobj)
+            shape = tuple(int(n) for n in image.shape)
+            data = np.asanyarray(image.dataobj) if with_data else None
             affine, header = np.asarray(image.affine, dtype=np.float64), image.header
         else:
             loaded = LoadImage(image_only=True)(str(path))
-            data, header = np.asarray(loaded), None
+            shape, header = tuple(int(n) for n in loaded.shape), None
+            data = np.asarray(loaded) if with_data else None
             found = affine_of(loaded)
             affine = np.eye(4) if found is None else found
     except Exception as err:  # nibabel / ITK raise many kinds for a file that is not an image
+        raise ValueError(f"cannot read {path.name} as an image ({type(err).__name__}: {err})") from None
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+        data = data[..., 0] if data is not None else None
+    return shape, affine, data, header
+
+
+def read_label_volume(path: Path) -> tuple[np.ndarray, np.ndarray, Any]:
+    """Voxels, ``(4, 4)`` RAS affine and NIfTI header (``None`` for other formats) of an uploaded label volume
+    (:func:`read_volume`).
+
+    Raises:
+        ValueError: the file cannot be read as an image, or it holds non-integer values.
+    """
+    try:
+        _, affine, data, header = read_volume(path)
+    except ValueError as err:
         raise ValueError(
-            f"cannot read the uploaded label {path.name} as an image ({type(err).__name__}: {err}); uploads must be "
-            "label volumes (NIfTI .nii.gz, NRRD, ...) on the image's grid"
+            f"{str(err).replace('cannot read', 'cannot read the uploaded label', 1)}; uploads must be label volumes "
+            "(NIfTI .nii.gz, NRRD, ...) on the image's grid"
         ) from None
-    while data.ndim > 3 and data.shape[-1] == 1:
-        data = data[..., 0]
+    assert data is not None
     if not np.issubdtype(data.dtype, np.integer) and not np.array_equal(data, np.round(data)):
         raise ValueError(f"the uploaded label {path.name} must hold integer label values, got dtype {data.dtype}")
     return data, affine, header
 
 
-def _named_value(request: Mapping[str, Any], values: Sequence[int]) -> int | None:
-    """The label value of the segment the viewer names (3D Slicer: ``selected_label_name`` or ``label`` with
-    ``label_info`` ``[{"name", "id"}]``), ``None`` when the request names none."""
-    name = request.get("selected_label_name") or request.get("label_name")
+def _label_info_values(request: Mapping[str, Any]) -> dict[str, Any]:
+    """``{segment name: label value as sent}`` from 3D Slicer's ``label_info`` (``[{"name", "id"}]``; ``"idx"`` in
+    its save requests); empty without ``label_info``.
+
+    Raises:
+        ValueError: ``label_info`` is not a list.
+    """
     label_info = request.get("label_info")
-    if not name or label_info is None:
-        return None
+    if label_info is None:
+        return {}
     if not isinstance(label_info, list | tuple):
         raise ValueError(f"label_info must be a list of {{'name': ..., 'id': ...}}, got {label_info!r}")
-    ids = {
-        str(e.get("name")): e.get("id", e.get("idx")) for e in label_info if isinstance(e, Mapping) and e.get("name")
+    return {
+        str(e["name"]): e.get("id", e.get("idx"))
+        for e in label_info
+        if isinstance(e, Mapping) and e.get("name") and e.get("id", e.get("idx")) is not None
     }
+
+
+def _named_value(request: Mapping[str, Any], values: Sequence[int]) -> int | None:
+    """The label value of the segment the viewer names (3D Slicer: ``selected_label_name`` or ``label`` with
+    ``label_info``), ``None`` when the request names none."""
+    name = request.get("selected_label_name") or request.get("label_name")
+    if not name or request.get("label_info") is None:
+        return None
+    ids = _label_info_values(request)
     if name not in ids:
         raise ValueError(f"the selected segment {name!r} is not among the uploaded segments {sorted(ids)} (label_info)")
     value = _label_value(ids[name])
@@ -250,13 +285,9 @@ def _scribble_values(request: Mapping[str, Any]) -> dict[str, int]:
     for key in values:
         if request.get(key) is not None:
             values[key] = _label_value(request[key]) or values[key]
-    label_info = request.get("label_info")
-    if label_info is not None:
-        if not isinstance(label_info, list | tuple):
-            raise ValueError(f"label_info must be a list of {{'name': ..., 'id': ...}}, got {label_info!r}")
-        for entry in label_info:
-            if isinstance(entry, Mapping) and entry.get("name") in _SCRIBBLE_NAMES and entry.get("id") is not None:
-                values[_SCRIBBLE_NAMES[str(entry["name"])]] = _label_value(entry["id"]) or 0
+    for name, value in _label_info_values(request).items():
+        if name in _SCRIBBLE_NAMES:
+            values[_SCRIBBLE_NAMES[name]] = _label_value(value) or 0
     if values["scribbles_fg_value"] == values["scribbles_bg_value"]:
         raise ValueError(f"foreground and background scribbles share the label value {values['scribbles_fg_value']}")
     return values

@@ -31,7 +31,6 @@ import logging
 import os
 import re
 import signal
-import sys
 import threading
 import time
 import zipfile
@@ -45,6 +44,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute, Match
 
 from common.jsonio import read_json_object, write_json_atomic
+from common.monailabel.routes import install_first, server_routes
 from common.monailabel.training_lock import (
     LOCK_NAME,
     SERVER_PID_ENV,
@@ -260,7 +260,7 @@ class _Guard:
 
         return handler
 
-    def install(self, api: Any, prefix: str) -> None:
+    def install(self, prefix: str) -> None:
         """Signal handlers, exit hook and the 409 route (once)."""
         if self.installed:
             return
@@ -275,9 +275,8 @@ class _Guard:
         # process); atexit handlers would run after that join
         register = getattr(threading, "_register_atexit", atexit.register)
         register(lambda: stop_child_processes("server exiting"))
-        routes = getattr(getattr(api, "router", None), "routes", None)
-        if isinstance(routes, list):
-            routes.insert(0, TrainBusyRoute(prefix, lambda: self.weights))
+        route = TrainBusyRoute(prefix, lambda: self.weights)
+        install_first(route, lambda r: isinstance(r, TrainBusyRoute) and r.path == route.path)
 
 
 _GUARD = _Guard()
@@ -296,14 +295,13 @@ def install_server_guard(weights: Mapping[str, Path]) -> bool:
     Returns:
         Whether the guard is in place.
     """
-    api = getattr(sys.modules.get("monailabel.app"), "app", None)
-    if api is None:
+    if server_routes() is None:
         return False
     from monailabel.config import settings
 
     os.environ[SERVER_PID_ENV] = str(os.getpid())
     _GUARD.weights = {name: Path(path) for name, path in weights.items()}
-    _GUARD.install(api, settings.MONAI_LABEL_API_STR + "/train")
+    _GUARD.install(settings.MONAI_LABEL_API_STR + "/train")
     for name, path in _GUARD.weights.items():
         recover_leftovers(name, path)
     return True
