@@ -17,6 +17,8 @@ This module writes such copies of a dataset (usually the embedded phantoms, :mod
   coordinate ``(i' + 0.5) * n / n' - 0.5``. Images are interpolated linearly (integer images are rounded back to
   their dtype); labels by linear interpolation of each label's one-hot mask and arg-max (ties within ``1e-3``
   go to the nearest-neighbour label), which keeps each structure's physical volume and smooth boundaries.
+* ``"mri_t2"`` -- as ``"mri"`` with a T2-weighted-MRI-like contrast (:mod:`common.data.mri_t2`: fluid and liver
+  lesions bright, liver and muscle dark, flowing blood dark), the second held-out contrast.
 * ``"mri"`` -- the same geometry with a T1-weighted-MRI-like contrast: every labelled tissue gets the mean
   intensity of :data:`MRI_T1_INTENSITY` (looked up by the label's name in ``dataset.json``; unknown names get a
   deterministic intensity in :data:`MRI_UNKNOWN_RANGE` from a seeded generator) plus the original image's texture
@@ -52,6 +54,7 @@ import nibabel as nib
 import numpy as np
 
 from common.data.geometry import axial_axis
+from common.data.mri_t2 import MRI_T2_BACKGROUND_CURVE, MRI_T2_INTENSITY
 from common.data.msd import load_msd_dataset
 from common.data.phantoms import nifti_gz_bytes, write_atomic
 
@@ -79,7 +82,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: The variant names accepted by :func:`write_variant`.
-VARIANTS: tuple[str, ...] = ("restored", "fine", "mri")
+VARIANTS: tuple[str, ...] = ("restored", "fine", "mri", "mri_t2")
 
 #: ``"restored"``: new voxel axis ``a`` is old voxel axis ``RESTORED_ORDER[a]`` (axial axis first).
 RESTORED_ORDER: tuple[int, int, int] = (2, 0, 1)
@@ -159,8 +162,10 @@ _OPTIONS: dict[str, dict[str, Any]] = {
     "restored": {"order": RESTORED_ORDER, "flip": RESTORED_FLIP},
     "fine": {"in_plane_spacing": DEFAULT_IN_PLANE_SPACING},
     "mri": _MRI_DEFAULTS,
+    "mri_t2": _MRI_DEFAULTS,
 }
 _TIE_EPS = 1e-3
+_MRI_VARIANTS = ("mri", "mri_t2")
 
 
 # --------------------------------------------------------------------------------------------------- restored
@@ -431,22 +436,25 @@ def _normalise_name(name: str) -> str:
     return "_".join(name.strip().lower().replace("-", " ").split())
 
 
-def mri_intensity_of(name: str, seed: int = 0) -> float:
-    """T1-like mean intensity of a structure name: :data:`MRI_T1_INTENSITY`, else a deterministic draw.
+def mri_intensity_of(name: str, seed: int = 0, table: Mapping[str, float] | None = None) -> float:
+    """MRI-like mean intensity of a structure name: ``table`` (:data:`MRI_T1_INTENSITY`), else a deterministic draw.
 
     Args:
         name: structure name from ``dataset.json`` (matched as documented at :data:`MRI_T1_INTENSITY`).
         seed: seed of the draw for names not in the table (the draw depends only on ``seed`` and the name).
+        table: name -> intensity (``None``: the T1-like table; the T2-like one is
+            :data:`common.data.mri_t2.MRI_T2_INTENSITY`).
 
     Returns:
         The intensity; for an unknown name a value in :data:`MRI_UNKNOWN_RANGE`.
     """
+    intensities = MRI_T1_INTENSITY if table is None else table
     key = _normalise_name(name)
-    if key in MRI_T1_INTENSITY:
-        return MRI_T1_INTENSITY[key]
+    if key in intensities:
+        return intensities[key]
     for suffix in ("_left", "_right", "_l", "_r"):
-        if key.endswith(suffix) and key[: -len(suffix)] in MRI_T1_INTENSITY:
-            return MRI_T1_INTENSITY[key[: -len(suffix)]]
+        if key.endswith(suffix) and key[: -len(suffix)] in intensities:
+            return intensities[key[: -len(suffix)]]
     rng = np.random.default_rng([int(seed), zlib.crc32(key.encode("utf-8"))])
     return float(rng.uniform(*MRI_UNKNOWN_RANGE))
 
@@ -513,8 +521,9 @@ def mri_contrast(
     gain_range: tuple[float, float] = (0.85, 1.15),
     bias_strength: float = 0.2,
     noise_std: float = 12.0,
+    weighting: str = "t1",
 ) -> np.ndarray:
-    """T1-MRI-like image of a CT-like case, same geometry (see the module docstring).
+    """T1- or T2-MRI-like image of a CT-like case, same geometry (see the module docstring).
 
     Steps: per labelled tissue ``v``, ``m_v * (1 + jitter) + texture_scale * clip(orig - median_v, +-3 sigma_v)``
     with ``m_v`` = :func:`mri_intensity_of` of its name and ``sigma_v`` its robust std (1.4826 MAD); unlabelled
@@ -534,6 +543,8 @@ def mri_contrast(
         gain_range: range of the per-case global gain.
         bias_strength: log-amplitude of the bias field (0.2 -> factors in about ``[0.82, 1.22]``).
         noise_std: standard deviation of each Gaussian component of the Rician noise.
+        weighting: ``"t1"`` (:data:`MRI_T1_INTENSITY`, :data:`MRI_BACKGROUND_CURVE`) or ``"t2"``
+            (:mod:`common.data.mri_t2`).
 
     Returns:
         float32 ``(X, Y, Z)`` non-negative image.
@@ -550,13 +561,17 @@ def mri_contrast(
     if not np.all(np.isfinite(image)):
         raise ValueError("mri contrast: the image has NaN or infinite values")
     _check_mri_options(texture_scale, tissue_jitter, gain_range, bias_strength, noise_std)
+    if weighting not in ("t1", "t2"):
+        raise ValueError(f"weighting must be 't1' or 't2', got {weighting!r}")
+    table = MRI_T1_INTENSITY if weighting == "t1" else MRI_T2_INTENSITY
+    curve = MRI_BACKGROUND_CURVE if weighting == "t1" else MRI_T2_BACKGROUND_CURVE
     low_gain, high_gain = (float(g) for g in gain_range)
     orig = np.asarray(image, dtype=np.float32)
     values = np.unique(label)
     unknown = sorted(int(v) for v in values if int(v) not in labels and int(v) != 0)
     if unknown:
         raise ValueError(f"label values {unknown} are not in the labels table {dict(labels)}")
-    knots = np.array(MRI_BACKGROUND_CURVE, dtype=np.float64)
+    knots = np.array(curve, dtype=np.float64)
     out = np.interp(orig, knots[:, 0], knots[:, 1]).astype(np.float32)
     structures = sorted(int(v) for v in labels if int(v) != 0)
     jitter = dict(zip(structures, rng.uniform(-tissue_jitter, tissue_jitter, len(structures)), strict=True))
@@ -568,7 +583,7 @@ def mri_contrast(
         median = float(np.median(inside))
         sigma = 1.4826 * float(np.median(np.abs(inside - median)))
         deviation = np.clip(inside - median, -3.0 * sigma, 3.0 * sigma)
-        mean = mri_intensity_of(labels[int(value)], seed) * (1.0 + jitter[int(value)])
+        mean = mri_intensity_of(labels[int(value)], seed, table) * (1.0 + jitter[int(value)])
         out[mask] = np.float32(mean) + np.float32(texture_scale) * deviation
     np.maximum(out, 0.0, out=out)
     out *= np.float32(rng.uniform(low_gain, high_gain))
@@ -701,11 +716,12 @@ def _convert(
         new_label = None if label is None else resample_label_in_plane(label, new_shape)
         return new_image, new_label, fine_affine(affine, image.shape, new_shape)
     if label is None:
-        raise ValueError(f"case {case_id}: the mri variant needs a label map")
+        raise ValueError(f"case {case_id}: the {variant} variant needs a label map")
     seed = options["seed"]
     rng = np.random.default_rng([seed, zlib.crc32(case_id.encode("utf-8"))])
     mri_options = {k: v for k, v in options.items() if k != "seed"}
-    return mri_contrast(image, label, labels, affine, rng, seed=seed, **mri_options), label, affine
+    weighting = "t2" if variant == "mri_t2" else "t1"
+    return mri_contrast(image, label, labels, affine, rng, seed, weighting=weighting, **mri_options), label, affine
 
 
 def write_variant(
@@ -719,21 +735,21 @@ def write_variant(
     """Write a copy of an MSD-layout dataset in another geometry or contrast; return the new dataset root.
 
     Training and validation cases are converted (image and label); test images too for ``"restored"`` and
-    ``"fine"`` (the ``"mri"`` variant needs labels, so its ``dataset.json`` lists no test images). File names and
+    ``"fine"`` (the MRI variants need labels, so their ``dataset.json`` lists no test images). File names and
     relative paths are kept; ``dataset.json`` keeps every entry of the source (labels, ``structure_split``, ...),
-    lists the converted cases only, sets ``"modality"`` to ``{"0": "MRI"}`` for ``"mri"`` and records
+    lists the converted cases only, sets ``"modality"`` to ``{"0": "MRI"}`` for the MRI variants and records
     ``"variant": {"name", "source", "options"}``.
 
     Args:
         src_root: source dataset folder (or its ``dataset.json``), read with
             :func:`common.data.msd.load_msd_dataset`.
         out_root: output folder (created); must not be the source and must be empty unless ``overwrite``.
-        variant: ``"restored"``, ``"fine"`` or ``"mri"`` (see the module docstring).
+        variant: ``"restored"``, ``"fine"``, ``"mri"`` or ``"mri_t2"`` (see the module docstring).
         cases: ``None`` (all), the number of leading training cases, or a list of training/validation case ids.
         overwrite: write into a non-empty ``out_root`` (files of the same names are replaced).
         **options: variant options -- ``restored``: ``order`` (default :data:`RESTORED_ORDER`), ``flip``
-            (:data:`RESTORED_FLIP`); ``fine``: ``in_plane_spacing`` (mm, default 1.0); ``mri``: ``seed`` (0) and
-            the keyword arguments of :func:`mri_contrast` (``texture_scale``, ``tissue_jitter``, ``gain_range``,
+            (:data:`RESTORED_FLIP`); ``fine``: ``in_plane_spacing`` (mm, default 1.0); ``mri``, ``mri_t2``: ``seed`` (0)
+            and the keyword arguments of :func:`mri_contrast` (``texture_scale``, ``tissue_jitter``, ``gain_range``,
             ``bias_strength``, ``noise_std``).
 
     Returns:
@@ -771,7 +787,7 @@ def write_variant(
         group = "training" if item["case_id"] in train_ids else "validation"
         new_items[group].append({"image": image_rel, "label": label_rel})
         logger.info("wrote %s (%s) in %.2f s", item["case_id"], variant, time.perf_counter() - t0)
-    if variant != "mri" and cases is None:
+    if variant not in _MRI_VARIANTS and cases is None:
         for item in dataset.test:
             image, affine = _load(item["image"])
             new_image, _, new_affine = _convert(variant, image, affine, None, dataset.labels, resolved, item["case_id"])
@@ -784,7 +800,7 @@ def write_variant(
         raw["validation"] = new_items["validation"]
     raw["numTraining"] = len(new_items["training"])
     raw["numTest"] = len(new_items["test"])
-    if variant == "mri":
+    if variant in _MRI_VARIANTS:
         raw["modality"] = {"0": "MRI"}
     raw["variant"] = {
         "name": variant,

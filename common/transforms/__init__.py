@@ -58,6 +58,7 @@ from common.transforms.synthesis_corruption import (
     RandSynthGammad,
     RandSynthNoised,
 )
+from common.transforms.synthesis_generation import HUTissueClassesd, hu_tissue_classes, synthetic_training_transforms
 from common.transforms.synthesis_intensities import SynthesizeIntensitiesd, background_subregions
 from common.transforms.synthesis_resolution import RandResolutiond, simulate_acquisition
 
@@ -70,6 +71,7 @@ __all__ = [
     "ClickMapsd",
     "ErosionDepth",
     "ErrorRegions",
+    "HUTissueClassesd",
     "MaskPriorJitterd",
     "NormalizeIntensityByModalityd",
     "RandContrastInversiond",
@@ -94,6 +96,7 @@ __all__ = [
     "error_regions",
     "evenly_spaced",
     "foreground_per_slice",
+    "hu_tissue_classes",
     "jitter_mask_about_centre",
     "middle_slice_index",
     "normalize_intensity",
@@ -108,5 +111,6 @@ __all__ = [
     "start_chamfer_depth",
     "synthesize_image",
     "synthetic_image_transforms",
+    "synthetic_training_transforms",
     "validate_points",
 ]
