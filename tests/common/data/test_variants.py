@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from common.data.mri_t2 import MRI_T2_BACKGROUND_CURVE, MRI_T2_INTENSITY
 from common.data.msd import load_msd_dataset
 from common.data.phantoms import PHANTOM_LABELS, generate_dataset, structure_split
 from common.data.variants import (
@@ -458,6 +459,42 @@ def test_mri_rejects_bad_inputs(src: Path) -> None:
         mri_contrast(ct, bad, PHANTOM_LABELS, np.eye(4), rng)
     with pytest.raises(ValueError, match="same shape"):
         mri_contrast(ct[:-1], label, PHANTOM_LABELS, np.eye(4), rng)
+    with pytest.raises(ValueError, match="weighting must be 't1' or 't2'"):
+        mri_contrast(ct, label, PHANTOM_LABELS, np.eye(4), rng, weighting="flair")
     ct[0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN or infinite"):
         mri_contrast(ct, label, PHANTOM_LABELS, np.eye(4), rng)
+
+
+def test_mri_t2_orders_the_tissues_unlike_ct_and_t1(src: Path) -> None:
+    """The second held-out contrast: fluid-like lesions bright on a dark liver, the reverse of T1."""
+    ct, label, t1 = _clean_mri(src)
+    _, _, t2 = _clean_mri(src, weighting="t2")
+    for value, name in PHANTOM_LABELS.items():
+        if value:
+            assert np.median(t2[label == value]) == pytest.approx(mri_intensity_of(name, 0, MRI_T2_INTENSITY), abs=1e-3)
+    t1_med = {n: float(np.median(t1[label == v])) for v, n in PHANTOM_LABELS.items() if v}
+    t2_med = {n: float(np.median(t2[label == v])) for v, n in PHANTOM_LABELS.items() if v}
+    ct_med = {n: float(np.median(ct[label == v])) for v, n in PHANTOM_LABELS.items() if v}
+    assert t2_med["liver_lesion"] > t2_med["spleen"] > t2_med["liver"] > t2_med["aorta"]
+    assert t1_med["liver_lesion"] < t1_med["liver"]
+    assert ct_med["liver_lesion"] < ct_med["liver"]
+    assert t2_med["spleen"] > t2_med["liver"]
+    assert t1_med["spleen"] < t1_med["liver"]
+    background = label == 0
+    np.testing.assert_allclose(
+        t2[background], np.interp(ct[background], *np.array(MRI_T2_BACKGROUND_CURVE).T), rtol=1e-6, atol=1e-3
+    )
+
+
+def test_mri_t2_variant_writes_an_mri_dataset(src: Path, tmp_path: Path) -> None:
+    root = write_variant(src, tmp_path / "t2", "mri_t2", cases=1)
+    data = json.loads((root / "dataset.json").read_text())
+    assert data["modality"] == {"0": "MRI"}
+    assert data["variant"]["name"] == "mri_t2"
+    assert data["test"] == []
+    t1 = write_variant(src, tmp_path / "t1", "mri", cases=1)
+    image_t2, image_t1 = _array(_load(root)), _array(_load(t1))
+    assert image_t2.shape == image_t1.shape
+    assert not np.allclose(image_t2, image_t1)
+    np.testing.assert_array_equal(_array(_load(root, kind="labelsTr")), _array(_load(src, kind="labelsTr")))
