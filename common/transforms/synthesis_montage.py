@@ -1,7 +1,8 @@
 """Montage of domain-randomised synthetic images (:mod:`common.transforms.synthesis`) of one label map, for the docs.
 
 Command line (phantom case 0 of seed 0 on the default grid, i.e. ``data/Phantoms/*/phantom_000.nii.gz``; its middle
-axial slice: label map, CT-like phantom image, then synthetic images of seeds 0-7; same command -> same bytes)::
+axial slice: label map, CT-like phantom image, then synthetic images of seeds 0-7 made, as in the training configs,
+from the structures plus the HU tissue classes of the unlabelled voxels; same command -> same bytes)::
 
     python -m common.transforms.synthesis_montage --out bundles/deepgrow_clicks/docs/results/synthetic_samples.png
 
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from common.transforms.synthesis import synthesize_image
+from common.transforms.synthesis_generation import hu_tissue_classes
 
 __all__ = ["main", "synthesis_montage"]
 
@@ -41,6 +43,7 @@ def synthesis_montage(
     columns: int = 5,
     panel_inches: float = 1.9,
     dpi: int = 80,
+    tissue_classes: bool = True,
     **options: Any,
 ) -> Path:
     """Save a PNG grid: the label map (colours), optionally the original image, and synthetic images of ``seeds``.
@@ -60,6 +63,9 @@ def synthesis_montage(
         columns: panels per row.
         panel_inches: size of a panel.
         dpi: resolution.
+        tissue_classes: with an ``image`` in HU, synthesise from the generation labels of the training configs (the
+            unlabelled voxels split into air, fat, soft tissue and bone, :func:`hu_tissue_classes`); else from
+            ``label`` alone.
         options: keyword options of :func:`synthetic_image_transforms`.
 
     Returns:
@@ -99,7 +105,8 @@ def synthesis_montage(
     panels: list[tuple[str, np.ndarray, tuple[float, float] | None]] = [("label map", rgb, None)]
     if image is not None:
         panels.append(("phantom (CT-like)", _display(np.take(np.asarray(image), k, axis=axis)), window))
-    tensor = torch.as_tensor(label[None].astype(np.int64))
+    generation = hu_tissue_classes(image, label) if image is not None and tissue_classes else label
+    tensor = torch.as_tensor(np.asarray(generation)[None].astype(np.int64))
     for seed in seeds:
         synthetic = synthesize_image(tensor, int(seed), spacing=mm, **options)[0].numpy()
         shown = _display(np.take(synthetic, k, axis=axis))
@@ -141,6 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, required=True, help="output PNG path")
     parser.add_argument("--seeds", type=int, default=8, help="number of synthetic samples (seeds 0..N-1)")
+    parser.add_argument(
+        "--label-only", action="store_true", help="synthesise from the label map alone (no HU tissue classes)"
+    )
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error(f"--seeds must be >= 1, got {args.seeds}")
@@ -148,7 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # Case 0 of seed 0 on the default grid: byte-identical to data/Phantoms/*/phantom_000.nii.gz.
     image, label = generate_case(case_rng(0, 0), DEFAULT_SHAPE, DEFAULT_SPACING)
-    path = synthesis_montage(label, args.out, range(args.seeds), image=image, spacing=DEFAULT_SPACING)
+    path = synthesis_montage(
+        label, args.out, range(args.seeds), image=image, spacing=DEFAULT_SPACING, tissue_classes=not args.label_only
+    )
     print(f"wrote {path} ({path.stat().st_size / 1024:.0f} kB)")
     return 0
 
