@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from monai.bundle import ConfigParser
+from monai.transforms import Compose
 
 from common.bundle import run_monai_bundle
 from common.evaluation import IntensityRegionGrowAdapter
@@ -16,10 +17,11 @@ from common.training import latest_checkpoint
 from .conftest import BUNDLE_ENV, BUNDLES_DIR
 
 SYNTHETIC_BUNDLES = sorted(p.parents[1].name for p in BUNDLES_DIR.glob("*/configs/synthetic.json"))
+REGION_GROW_BUNDLES = sorted(p.parents[1].name for p in BUNDLES_DIR.glob("*/configs/region_grow.json"))
 
 
 def test_the_click_and_propagation_bundles_have_randomised_training() -> None:
-    assert {"deepgrow_clicks", "slice_propagation"} <= set(SYNTHETIC_BUNDLES)
+    assert {"bifseg", "deepgrow_clicks", "slice_propagation"} <= set(SYNTHETIC_BUNDLES)
 
 
 def _parser(bundle: str, files: list[str], data: Path) -> ConfigParser:
@@ -36,31 +38,39 @@ def _first(sample: object) -> dict:
 @pytest.mark.parametrize("bundle", SYNTHETIC_BUNDLES)
 def test_training_images_are_synthetic_and_validation_images_real(bundle: str, tiny_phantoms: Path) -> None:
     parser = _parser(bundle, ["train.json", "synthetic.json"], tiny_phantoms)
-    assert parser.get_parsed_content("intensity_mode") == "percentile"
+    per_modality = "intensity_mode" in parser  # BIFSeg normalises inside the box instead (z-score)
+    if per_modality:
+        assert parser.get_parsed_content("intensity_mode") == "percentile"
     item = parser.get_parsed_content("train_items")[0]
     volume = parser.get_parsed_content("train_volume_transforms")
     names = [type(t).__name__ for t in volume]
-    assert names.index("Spacingd") < names.index("HUTissueClassesd") < names.index("SynthesizeIntensitiesd")
-    assert names.index("RandSynthNoised") < names.index("NormalizeIntensityByModalityd")
+    assert names.index("Orientationd") < names.index("HUTissueClassesd") < names.index("SynthesizeIntensitiesd")
+    assert "Spacingd" not in names or names.index("Spacingd") < names.index("HUTissueClassesd")
+    assert names.index("RandSynthNoised") < names.index("SelectStructured")
     chain = parser.get_parsed_content("train#preprocessing")
-    chain.set_random_state(0)
-    first, second = _first(chain(dict(item))), _first(chain(dict(item)))
-    assert not torch.allclose(first["image"][0], second["image"][0])  # a new image at every call
-    # the real pipeline on the same item: the CT image (in HU before normalisation), the same label
+    chain_names = [type(t).__name__ for t in chain.transforms]
+    normalise = "NormalizeIntensityByModalityd" if per_modality else "NormalizeIntensityd"
+    assert chain_names.index("RandSynthNoised") < chain_names.index(normalise)
+    assert _first(chain(dict(item)))["image"].ndim == 3  # (C, H, W) training samples
+    volume_chain = Compose(volume).set_random_state(0)
+    first, second = volume_chain(dict(item)), volume_chain(dict(item))
+    assert not torch.allclose(first["image"], second["image"])  # a new image at every call
+    # the real pipeline on the same item: the CT image, the same label
     real = _parser(bundle, ["train.json"], tiny_phantoms).get_parsed_content("volume_transforms")
-    from monai.transforms import Compose
-
     real_volume = Compose(real)(dict(item))
     synthetic_volume = Compose(volume)(dict(item))
     assert torch.equal(real_volume["label"], synthetic_volume["label"])
-    assert float(synthetic_volume["image"].abs().max()) <= 2.048 + 1e-4  # percentile-normalised, no HU left
     assert not torch.allclose(real_volume["image"], synthetic_volume["image"])
+    if per_modality:
+        assert float(synthetic_volume["image"].abs().max()) <= 2.048 + 1e-4  # percentile-normalised, no HU left
     val_chain = parser.get_parsed_content("validate#preprocessing")
     val_item = parser.get_parsed_content("val_items")[0]
+    val_names = [type(t).__name__ for t in val_chain.transforms]
+    assert "SynthesizeIntensitiesd" not in val_names
     assert torch.equal(_first(val_chain(dict(val_item)))["image"], _first(val_chain(dict(val_item)))["image"])
 
 
-@pytest.mark.parametrize("bundle", SYNTHETIC_BUNDLES)
+@pytest.mark.parametrize("bundle", REGION_GROW_BUNDLES)
 def test_region_grow_override_swaps_only_the_model(bundle: str, tiny_phantoms: Path, tmp_path: Path) -> None:
     parser = _parser(bundle, ["inference.json", "evaluate.json", "region_grow.json"], tiny_phantoms)
     parser.update({"output_dir": str(tmp_path)})
