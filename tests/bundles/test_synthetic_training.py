@@ -21,7 +21,7 @@ REGION_GROW_BUNDLES = sorted(p.parents[1].name for p in BUNDLES_DIR.glob("*/conf
 
 
 def test_the_click_and_propagation_bundles_have_randomised_training() -> None:
-    assert {"bifseg", "deepgrow_clicks", "slice_propagation"} <= set(SYNTHETIC_BUNDLES)
+    assert set(SYNTHETIC_BUNDLES) == {"active_learning", "bifseg", "deepgrow_clicks", "slice_propagation"}
 
 
 def _parser(bundle: str, files: list[str], data: Path) -> ConfigParser:
@@ -51,7 +51,7 @@ def test_training_images_are_synthetic_and_validation_images_real(bundle: str, t
     chain_names = [type(t).__name__ for t in chain.transforms]
     normalise = "NormalizeIntensityByModalityd" if per_modality else "NormalizeIntensityd"
     assert chain_names.index("RandSynthNoised") < chain_names.index(normalise)
-    assert _first(chain(dict(item)))["image"].ndim == 3  # (C, H, W) training samples
+    assert _first(chain(dict(item)))["image"].ndim in (3, 4)  # (C, H, W[, D]) training samples
     volume_chain = Compose(volume).set_random_state(0)
     first, second = volume_chain(dict(item)), volume_chain(dict(item))
     assert not torch.allclose(first["image"], second["image"])  # a new image at every call
