@@ -14,7 +14,8 @@ from common.bundle import run_monai_bundle
 from common.evaluation import IntensityRegionGrowAdapter
 from common.training import latest_checkpoint
 
-from .conftest import BUNDLE_ENV, BUNDLES_DIR
+BUNDLES_DIR = Path(__file__).resolve().parents[2] / "bundles"
+BUNDLE_ENV = {"OMP_NUM_THREADS": "2", "CUDA_VISIBLE_DEVICES": ""}  # as CI: 2 cores, no GPU
 
 SYNTHETIC_BUNDLES = sorted(p.parents[1].name for p in BUNDLES_DIR.glob("*/configs/synthetic.json"))
 REGION_GROW_BUNDLES = sorted(p.parents[1].name for p in BUNDLES_DIR.glob("*/configs/region_grow.json"))
