@@ -11,7 +11,7 @@ from common._lazy import lazy_exports
 
 __all__ = ["SUBPACKAGES", "__version__"]
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 #: Sub-packages and modules reachable as attributes of ``common``.
 SUBPACKAGES = (

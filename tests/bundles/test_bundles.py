@@ -225,11 +225,44 @@ def test_parsed_metadata_keeps_every_required_package(bundle: Path) -> None:
     assert "optional_packages_version" not in read_config(bundle / "configs" / "metadata.json")
 
 
+MODEL_CARD_KEYS = {
+    "weights", "training_data", "training_configs", "steps", "training_time", "device", "limitations",
+    "finetune_command", "docs",
+}  # fmt: skip
+
+
+def _shipped_training_config(bundle: Path) -> dict:
+    """``train.json`` merged with the overrides the shipped weights were trained with (the model card's recipe)."""
+    merged: dict = {}
+    for name in read_config(bundle / "configs" / "metadata.json")["model_card"]["training_configs"]:
+        merged.update(read_config(bundle / "configs" / name))
+    return merged
+
+
 @bundle_param
-def test_spacing_and_intensity_agree_in_metadata_train_and_inference(bundle: Path) -> None:
+def test_model_card_is_complete(bundle: Path) -> None:
     meta = read_config(bundle / "configs" / "metadata.json")
-    for name in ("train.json", "inference.json"):
-        config = read_config(bundle / "configs" / name)
+    card = meta["model_card"]
+    assert set(card) >= MODEL_CARD_KEYS
+    assert card["training_configs"][0] == "train.json"
+    assert all((bundle / "configs" / name).is_file() for name in card["training_configs"])
+    assert (bundle / card["weights"]).is_file()
+    assert "--finetune true" in card["finetune_command"]
+    assert "Model card" in (bundle / "docs" / "README.md").read_text()
+    metrics = meta["eval_metrics"]
+    for contrast in ("ct", "heldout_t1", "heldout_t2"):  # seen and unseen, on CT and both held-out contrasts
+        assert any(f"_{contrast}_seen" in key for key in metrics), contrast
+        assert any(f"_{contrast}_unseen" in key for key in metrics), contrast
+    assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in metrics.values())
+
+
+@bundle_param
+def test_spacing_and_intensity_agree_in_metadata_training_and_inference(bundle: Path) -> None:
+    """The metadata, the shipped weights' training recipe and ``inference.json`` agree on geometry and intensity."""
+    meta = read_config(bundle / "configs" / "metadata.json")
+    configs = {"shipped recipe": _shipped_training_config(bundle), "inference.json": read_config(
+        bundle / "configs" / "inference.json")}  # fmt: skip
+    for name, config in configs.items():
         if meta["input_geometry"]["spacing_mm"] is None:  # box crops resized to the network's size (BIFSeg)
             assert "target_spacing" not in config, name
             assert {"resize_rule", "resize_size", "resize_axes"} <= set(config), name
