@@ -58,7 +58,12 @@ from common.transforms.synthesis_corruption import (
     RandSynthGammad,
     RandSynthNoised,
 )
-from common.transforms.synthesis_generation import HUTissueClassesd, hu_tissue_classes, synthetic_training_transforms
+from common.transforms.synthesis_generation import (
+    HUTissueClassesd,
+    hu_tissue_classes,
+    synthetic_training_transforms,
+    with_synthesis,
+)
 from common.transforms.synthesis_intensities import SynthesizeIntensitiesd, background_subregions
 from common.transforms.synthesis_resolution import RandResolutiond, simulate_acquisition
 
@@ -113,4 +118,5 @@ __all__ = [
     "synthetic_image_transforms",
     "synthetic_training_transforms",
     "validate_points",
+    "with_synthesis",
 ]

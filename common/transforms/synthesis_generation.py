@@ -17,7 +17,6 @@ one grid.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import math
 from collections.abc import Hashable, Mapping, Sequence
@@ -25,14 +24,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.data import MetaTensor
 from monai.transforms import DeleteItemsd, MapTransform
 from monai.utils import convert_to_tensor
 from scipy import ndimage
 
 from common.transforms.provenance import source_name
 from common.transforms.synthesis import synthetic_image_transforms
-from common.transforms.synthesis_intensities import _check_channel_first
+from common.transforms.synthesis_intensities import _check_channel_first, _like
 
 __all__ = [
     "DEFAULT_HU_THRESHOLDS",
@@ -41,6 +39,7 @@ __all__ = [
     "HUTissueClassesd",
     "hu_tissue_classes",
     "synthetic_training_transforms",
+    "with_synthesis",
 ]
 
 #: Class edges (HU) of the unlabelled voxels: air/lung below -400, fat -400..-30, soft tissue and muscle -30..200,
@@ -153,13 +152,7 @@ class HUTissueClassesd(MapTransform):
             out = hu_tissue_classes(image[0], label[0], self.thresholds_hu, self.smooth_sigma, self.offset)
         except ValueError as err:
             raise ValueError(f"HUTissueClassesd: {source_name(d, image)}: {err}") from None
-        tensor = torch.from_numpy(out[None])
-        if isinstance(label, MetaTensor):
-            d[self.output_key] = MetaTensor(tensor, meta=copy.deepcopy(dict(label.meta)))
-        elif isinstance(label, torch.Tensor):
-            d[self.output_key] = tensor.to(label.device)
-        else:
-            d[self.output_key] = out[None]
+        d[self.output_key] = _like(torch.from_numpy(out[None]), label)  # the label's container, meta and grid
         return d
 
 
@@ -197,3 +190,23 @@ def synthetic_training_transforms(
         *synthetic_image_transforms(GENERATION_LABEL_KEY, image_key, **synthesis_options),
         DeleteItemsd(GENERATION_LABEL_KEY),
     ]
+
+
+#: Transforms before which :func:`with_synthesis` puts the synthesis: the first intensity step or structure selection.
+SYNTHESIS_BEFORE: tuple[str, ...] = ("NormalizeIntensityByModalityd", "NormalizeIntensityd", "SelectStructured")
+
+
+def with_synthesis(volume_transforms: Sequence[Any], synthesis: Sequence[Any]) -> list[Any]:
+    """``volume_transforms`` with ``synthesis`` inserted before the first of :data:`SYNTHESIS_BEFORE`.
+
+    The bundles' ``synthetic.json`` use it, so the synthesis always follows the loading and spatial pre-processing (the
+    image still in HU, the label map whole) and precedes normalisation, whatever the list's length.
+
+    Raises:
+        ValueError: none of :data:`SYNTHESIS_BEFORE` is in the list.
+    """
+    names = [type(t).__name__ for t in volume_transforms]
+    index = next((i for i, name in enumerate(names) if name in SYNTHESIS_BEFORE), None)
+    if index is None:
+        raise ValueError(f"with_synthesis: none of {SYNTHESIS_BEFORE} in the volume transforms {names}")
+    return [*volume_transforms[:index], *synthesis, *volume_transforms[index:]]

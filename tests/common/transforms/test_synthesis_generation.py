@@ -131,3 +131,17 @@ def test_training_chain_draws_the_tissue_classes_independently() -> None:
     assert np.median(gaps) > 0.05
     # without tissue classes fat and soft tissue are one background, split only by random sub-regions
     assert _chain(0, tissue_classes_from_hu=False)["image"].shape == (1, *image.shape)
+
+
+def test_with_synthesis_goes_before_the_first_normalisation_or_selection() -> None:
+    from monai.transforms import EnsureTyped, Identityd, NormalizeIntensityd
+
+    from common.data import SelectStructured
+    from common.transforms import with_synthesis
+
+    marker = Identityd("image")
+    spatial, normalise, select = Identityd("image"), NormalizeIntensityd("image"), SelectStructured("label")
+    assert with_synthesis([spatial, normalise, select], [marker]) == [spatial, marker, normalise, select]
+    assert with_synthesis([spatial, select, EnsureTyped("image")], [marker])[1] is marker
+    with pytest.raises(ValueError, match="none of"):
+        with_synthesis([spatial], [marker])
