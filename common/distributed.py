@@ -116,6 +116,14 @@ def quiet_non_main_process(min_level: int = logging.WARNING) -> bool:
 
 
 def cleanup_distributed() -> None:
-    """Destroy the default process group if one exists."""
+    """Wait for every rank, then destroy the default process group (no-op outside distributed runs).
+
+    The barrier matters: a rank that tears its gloo process group down while a peer is still using the connection
+    (rank 0 saving checkpoints after the last epoch, say) can abort with ``terminate called without an active
+    exception`` (SIGABRT), which fails the whole ``torchrun`` job after training succeeded. Measured on the 2-core CPU
+    machine: 2 of 20 one-epoch CPU runs of slice propagation's ``multi_gpu_train.json`` aborted that way without the
+    barrier.
+    """
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
