@@ -30,10 +30,12 @@ from matplotlib.figure import Figure
 
 from common.evaluation.records import RoundRecord, read_records
 
-__all__ = ["Grid", "grid_table", "load_grid", "main", "mean_metric", "plot_grid", "primary_table"]
+__all__ = ["Grid", "grid_figure", "grid_table", "load_grid", "main", "mean_metric", "plot_grid", "primary_table"]
 
 #: ``{(arm label, set key): records}``; a pair without a run is absent.
 Grid = dict[tuple[str, str], list[RoundRecord]]
+
+_COLOURS = ("tab:blue", "tab:red", "tab:gray", "tab:green", "tab:purple", "tab:brown")
 
 
 def load_grid(arms: Mapping[str, str], sets: Sequence[str]) -> Grid:
@@ -133,9 +135,16 @@ def primary_table(
     return "\n".join(lines)
 
 
-def plot_grid(grid: Grid, arms: Sequence[str], sets: Mapping[str, str], png: str | Path, metric: str = "dice") -> Path:
-    """One panel per test set: ``metric`` per round, one colour per arm, seen solid, unseen dashed; PNG path."""
-    colours = ("tab:blue", "tab:red", "tab:gray", "tab:green", "tab:purple", "tab:brown")
+def grid_figure(grid: Grid, arms: Sequence[str], sets: Mapping[str, str], metric: str = "dice") -> Figure:
+    """The comparison as a figure: curves over rounds, or grouped bars where every run has a single round.
+
+    Curves: one panel per test set, ``metric`` per round, one colour per arm, seen solid, unseen dashed. Bars (a
+    one-round protocol, e.g. a network alone from a box, where a "curve" would be one dot per arm): one panel, a group
+    per test set, one colour per arm, seen plain and unseen hatched; a missing run leaves its slot empty.
+    """
+    rounds_seen = {r.round for records in grid.values() for r in records}
+    if len(rounds_seen) == 1:
+        return _bar_figure(grid, arms, sets, rounds_seen.pop(), metric)
     fig = Figure(figsize=(3.6 * len(sets), 3.4), constrained_layout=True)
     axes = fig.subplots(1, len(sets), squeeze=False)[0]
     for ax, (key, label) in zip(axes, sets.items(), strict=True):
@@ -151,7 +160,7 @@ def plot_grid(grid: Grid, arms: Sequence[str], sets: Mapping[str, str], png: str
                     style,
                     marker="o",
                     markersize=3,
-                    color=colours[index % len(colours)],
+                    color=_COLOURS[index % len(_COLOURS)],
                     label=f"{arm} ({group})",
                 )
         ax.set_title(label)
@@ -159,15 +168,57 @@ def plot_grid(grid: Grid, arms: Sequence[str], sets: Mapping[str, str], png: str
         ax.grid(alpha=0.3)
         if metric == "dice":
             ax.set_ylim(0.0, 1.0)
-    axes[0].set_ylabel("Dice" if metric == "dice" else metric)
+    axes[0].set_ylabel(_metric_label(metric))
     legend: dict[str, object] = {}
     for ax in axes:
         for handle, text in zip(*ax.get_legend_handles_labels(), strict=True):
             legend.setdefault(text, handle)
     axes[-1].legend(list(legend.values()), list(legend), fontsize=7, loc="lower right")
+    return fig
+
+
+def _bar_figure(grid: Grid, arms: Sequence[str], sets: Mapping[str, str], round_index: int, metric: str) -> Figure:
+    """One panel of grouped bars: test sets along x, arm x (seen, unseen) bars in each group."""
+    slots = [(arm, group) for arm in arms for group in ("seen", "unseen")]
+    width = 0.8 / len(slots)
+    fig = Figure(figsize=(max(6.0, 1.1 * len(sets) * len(arms) + 1.5), 3.6), constrained_layout=True)
+    ax = fig.subplots()
+    for slot, (arm, group) in enumerate(slots):
+        index = arms.index(arm)
+        xs, heights = [], []
+        for position, key in enumerate(sets):
+            records = grid.get((arm, key))
+            if records is not None:
+                xs.append(position - 0.4 + width * (slot + 0.5))
+                heights.append(mean_metric(records, round_index, group, metric))
+        ax.bar(
+            xs,
+            heights,
+            width,
+            color=_COLOURS[index % len(_COLOURS)],
+            alpha=1.0 if group == "seen" else 0.55,
+            hatch=None if group == "seen" else "//",
+            edgecolor="white",
+            label=f"{arm} ({group})",
+        )
+    ax.set_xticks(range(len(sets)), list(sets.values()))
+    ax.set_ylabel(f"{_metric_label(metric)} at round {round_index}")
+    ax.grid(axis="y", alpha=0.3)
+    if metric == "dice":
+        ax.set_ylim(0.0, 1.0)
+    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=2 * len(arms), frameon=False)
+    return fig
+
+
+def _metric_label(metric: str) -> str:
+    return "Dice" if metric == "dice" else metric
+
+
+def plot_grid(grid: Grid, arms: Sequence[str], sets: Mapping[str, str], png: str | Path, metric: str = "dice") -> Path:
+    """Write :func:`grid_figure` to ``png``; returns the path."""
     path = Path(png)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    grid_figure(grid, arms, sets, metric).savefig(path, dpi=110)
     return path
 
 
@@ -182,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", nargs="+", type=int, required=True, help="rounds shown in the tables")
     parser.add_argument("--primary-round", type=int, required=True, help="round of the primary figure")
     parser.add_argument("--out", type=Path, required=True, help="markdown file to write")
-    parser.add_argument("--png", type=Path, help="Dice curves to write")
+    parser.add_argument("--png", type=Path, help="Dice curves (bars for a one-round protocol) to write")
     args = parser.parse_args(argv)
     arms = dict(args.arm)
     sets = dict(args.set)

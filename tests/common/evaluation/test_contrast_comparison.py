@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from common.evaluation.contrast_comparison import grid_table, load_grid, main, mean_metric, primary_table
+from common.evaluation.contrast_comparison import grid_figure, grid_table, load_grid, main, mean_metric, primary_table
 from common.evaluation.records import RoundRecord, write_records_json
 
 
@@ -83,3 +83,22 @@ def test_command_line_writes_markdown_and_png(runs: Path, tmp_path: Path) -> Non
     assert png.stat().st_size > 10_000
     with pytest.raises(SystemExit):
         main([*argv, "--contrasts", "MRI"])
+
+
+def test_figure_is_curves_over_rounds_and_bars_for_one_round(runs: Path) -> None:
+    sets = {"CT": "CT", "T1": "T1-like"}
+    grid = load_grid(_arms(runs), list(sets))
+    curves = grid_figure(grid, ["ct", "synth", "rg"], sets)
+    assert len(curves.axes) == 2  # a panel per test set
+    assert len(curves.axes[0].lines) == 6  # 3 arms x seen / unseen on CT
+    assert len(curves.axes[1].lines) == 4  # no region-growing run on T1
+    one_round = {pair: [r for r in records if r.round == 2] for pair, records in grid.items()}
+    bars = grid_figure(one_round, ["ct", "synth", "rg"], sets)
+    assert len(bars.axes) == 1
+    ax = bars.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["CT", "T1-like"]
+    heights = {c.get_label(): [p.get_height() for p in c.patches] for c in ax.containers}
+    assert heights["ct (seen)"] == pytest.approx([0.85, 0.40])
+    assert heights["synth (unseen)"] == pytest.approx([0.75, 0.75])
+    assert heights["rg (seen)"] == pytest.approx([0.35])  # the missing T1 run leaves its slot empty
+    assert "round 2" in ax.get_ylabel()
