@@ -108,7 +108,11 @@ def test_shipped_general_model_segments_a_seen_structure_from_a_box(tiny_phantom
     pipeline = BundleInferencePipeline.from_bundle(BUNDLE, overrides={"refinement": "crf"}, device="cpu")
     pred = np.asarray(pipeline({"image": str(image), "box": box})["pred"])[0] > 0.5
     dice = 2 * (pred & truth).sum() / (pred.sum() + truth.sum())
-    assert dice > 0.7, dice
+    # Measured on this 64 x 64 x 40 phantom (liver): the domain-randomised weights shipped since bundle 0.2.0 give
+    # 0.68, the CT-only weights before them 0.91 (the randomised model trades CT accuracy for other contrasts: see
+    # the bundle's docs, "Domain-randomised training"). The same box mirrored left-right, as a pipeline that mislays the
+    # first axis would place it, scores 0.12.
+    assert dice > 0.6, dice
 
 
 def test_general_weights_load_into_the_training_network() -> None:
