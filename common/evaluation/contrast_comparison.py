@@ -22,6 +22,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -179,12 +180,12 @@ def grid_figure(grid: Grid, arms: Sequence[str], sets: Mapping[str, str], metric
 
 def _bar_figure(grid: Grid, arms: Sequence[str], sets: Mapping[str, str], round_index: int, metric: str) -> Figure:
     """One panel of grouped bars: test sets along x, arm x (seen, unseen) bars in each group."""
-    slots = [(arm, group) for arm in arms for group in ("seen", "unseen")]
-    width = 0.8 / len(slots)
+    groups = ("seen", "unseen")
+    width = 0.8 / (len(arms) * len(groups))
     fig = Figure(figsize=(max(6.0, 1.1 * len(sets) * len(arms) + 1.5), 3.6), constrained_layout=True)
     ax = fig.subplots()
-    for slot, (arm, group) in enumerate(slots):
-        index = arms.index(arm)
+    for slot, (index, group) in enumerate(itertools.product(range(len(arms)), groups)):
+        arm = arms[index]
         xs, heights = [], []
         for position, key in enumerate(sets):
             records = grid.get((arm, key))
